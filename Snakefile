@@ -1,0 +1,24 @@
+# Dense semantic correspondence workflow. Run `make run` (demo) or see README.md.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# The embedded default, found next to this Snakefile whatever the working directory (-d).
+configfile: f"{workflow.basedir}/config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/methods.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

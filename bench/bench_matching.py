@@ -1,0 +1,202 @@
+"""Micro-benchmark: per-pair nearest-neighbour matching vs regularized Hough matching (RHM).
+
+Both matchers run on the SAME random hyperpixel features in one run. RHM uses a Hough space
+built once per resolution (as in the pipeline); its build time and size are reported
+separately. Reports the median ms/pair, RHM/NN ratio and peak extra memory per call:
+
+- CUDA: ``torch.cuda.max_memory_allocated()`` minus the memory allocated before the call.
+- CPU (Linux): growth of the process peak RSS across one call. The peak RSS (``VmHWM`` in
+  ``/proc/self/status``, the quantity ``getrusage().ru_maxrss`` reports) is reset before each
+  call by writing ``5`` to ``/proc/self/clear_refs`` (so earlier, larger allocations such as
+  the Hough-space build do not mask it), after ``malloc_trim(0)`` hands freed heap back to the
+  OS (otherwise re-used freed memory does not show up as growth). RSS includes allocator
+  slack, so treat it as approximate. ``tracemalloc`` is not used: it does not see torch's CPU
+  allocations. Off Linux the CPU column is ``nan``.
+
+Usage:
+    python bench/bench_matching.py --device auto --sizes 38x38:512 75x75:1536 --repeats 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import csv
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline_lib.hpf import assign, build_hough_space, cell_centres, nn_match, rhm_scores
+
+MIB = 2**20
+# HPF resizes the longer image side to 300 px (Min et al. code, PF-PASCAL protocol); a 75x75
+# base map is ResNet stride 4 on 300 px, a 38x38 map is stride 8.
+IMAGE_SIDE_PX = 300
+DEFAULT_SIZES = ("38x38:512", "38x38:1536", "75x75:512", "75x75:1536")
+
+
+@dataclass
+class Row:
+    device: str
+    map_hw: str
+    channels: int
+    n_hyperpixels: int
+    nn_ms: float
+    rhm_ms: float
+    rhm_over_nn: float
+    hough_build_ms: float
+    hough_space_mib: float
+    nn_peak_mib: float
+    rhm_peak_mib: float
+    memory_method: str
+    repeats: int
+    threads: int
+    torch_version: str
+
+
+def parse_size(token: str) -> tuple[int, int, int]:
+    """``"38x38:512" -> (38, 38, 512)``."""
+    try:
+        hw, channels = token.split(":")
+        h, w = hw.lower().split("x")
+        return int(h), int(w), int(channels)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"size {token!r} is not of the form HxW:C, e.g. 38x38:512") from err
+
+
+def make_inputs(h: int, w: int, channels: int, device: torch.device, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randn(h * w, channels, generator=gen).to(device)
+    trg = torch.randn(h * w, channels, generator=gen).to(device)
+    pos = cell_centres(h, w, IMAGE_SIDE_PX, IMAGE_SIDE_PX, device=device)
+    return src, trg, pos
+
+
+def matchers(space):
+    return {
+        "nn": lambda s, t: nn_match(s, t),
+        "rhm": lambda s, t: assign(rhm_scores(s, t, space)),
+    }
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, args, device: torch.device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn(*args)
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def cuda_peak_mib(fn, args, device: torch.device) -> float:
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn(*args)
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / MIB
+
+
+def _proc_status_mib(key: str) -> float:
+    text = Path("/proc/self/status").read_text()
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024  # kB -> MiB
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def cpu_peak_mib(fn, args) -> float:
+    """Peak RSS growth over one call (Linux only; nan elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so reuse is not invisible
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        before = _proc_status_mib("VmRSS")
+    except (OSError, AttributeError):
+        return float("nan")
+    fn(*args)
+    return _proc_status_mib("VmHWM") - before
+
+
+def bench_one(h, w, channels, device, repeats, warmup, seed) -> Row:
+    src, trg, pos = make_inputs(h, w, channels, device, seed)
+    image_size = (IMAGE_SIDE_PX, IMAGE_SIDE_PX)
+    build_ms = median_ms(build_hough_space, (pos, pos, image_size), device, repeats, warmup)
+    space = build_hough_space(pos, pos, image_size)
+    fns = matchers(space)
+    ms = {name: median_ms(fn, (src, trg), device, repeats, warmup) for name, fn in fns.items()}
+    if device.type == "cuda":
+        peak = {name: cuda_peak_mib(fn, (src, trg), device) for name, fn in fns.items()}
+        method = "cuda.max_memory_allocated - allocated_before"
+    else:
+        peak = {name: cpu_peak_mib(fn, (src, trg)) for name, fn in fns.items()}
+        method = "peak RSS (VmHWM, reset via /proc/self/clear_refs) - RSS before"
+    return Row(
+        device=str(device),
+        map_hw=f"{h}x{w}",
+        channels=channels,
+        n_hyperpixels=h * w,
+        nn_ms=round(ms["nn"], 3),
+        rhm_ms=round(ms["rhm"], 3),
+        rhm_over_nn=round(ms["rhm"] / ms["nn"], 2),
+        hough_build_ms=round(build_ms, 3),
+        hough_space_mib=round(space.bin_ids.numel() * space.bin_ids.element_size() / MIB, 1),
+        nn_peak_mib=round(peak["nn"], 1),
+        rhm_peak_mib=round(peak["rhm"], 1),
+        memory_method=method,
+        repeats=repeats,
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+    )
+
+
+def markdown(rows: list[Row]) -> str:
+    cols = ["device", "map_hw", "channels", "nn_ms", "rhm_ms", "rhm_over_nn", "hough_build_ms",
+            "hough_space_mib", "nn_peak_mib", "rhm_peak_mib"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(getattr(r, c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES],
+                        help="base-map sizes as HxW:C (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per matcher and size")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/matching.csv"))
+    args = parser.parse_args(argv)
+
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda requested but CUDA is not available")
+    else:
+        device = torch.device(args.device)
+
+    rows = [bench_one(h, w, c, device, args.repeats, args.warmup, args.seed) for h, w, c in args.sizes]
+    print(markdown(rows))
+    print(f"\nmemory: {rows[0].memory_method}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Command line: ``python -m pipeline_lib {inspect,summary} ...`` (also installed as ``pipeline-lib``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pipeline-lib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("inspect", help="describe an artifact (Zarr store, CSV, JSON); optionally save a picture")
+    p.add_argument("path")
+    p.add_argument("--image", help="image id for --save (default: the first image)")
+    p.add_argument("--layer", help="layer for --save (default: the backbone's default layer)")
+    p.add_argument("--save", metavar="PNG", help="save a PCA colouring of one image's feature map")
+    p.add_argument("--groups", type=int, default=5, help="how many sub-groups to list per group")
+    s = sub.add_parser("summary", help="print the result tables of a finished run")
+    s.add_argument("--configfile", default="config/config.yaml")
+    args = parser.parse_args(argv)
+
+    if args.command == "inspect":
+        from .inspect import describe, save_feature_picture
+
+        print(describe(args.path, args.groups))
+        if args.save:
+            what = save_feature_picture(args.path, args.image, args.layer, args.save)
+            print(f"saved {args.save} ({what})")
+        return 0
+    from .config import load_config
+
+    cfg = load_config(args.configfile)
+    base = Path(cfg["results_dir"]) / cfg["dataset"]["name"]
+    for b in cfg["backbones"]:
+        md = base / b / "pck_summary.md"
+        if not md.is_file():
+            print(f"{md} not found: run the workflow first (make run).", file=sys.stderr)
+            return 1
+        print(f"\n## {cfg['dataset']['name']} / {b}\n\n{md.read_text()}")
+        print(f"tables: {base / b / 'pck_summary.csv'} (per pair: {base / b}/methods/*/pck_per_pair.csv)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

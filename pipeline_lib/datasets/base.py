@@ -1,0 +1,113 @@
+"""The one dataset interface: every adapter turns its release layout into a :class:`DatasetIndex`.
+
+Downstream stages never see a layout: they read the normalised index (images, pairs, keypoints)
+that :func:`pipeline_lib.datasets.index_io.write_index` stores under ``results/<dataset>/index``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """Bad input data; the message names the file (and row) and what to do about it."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    image_id: str
+    path: Path
+    category: str
+    height: int
+    width: int
+    mask_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An ordered image pair with corresponding keypoints.
+
+    src_kps, trg_kps: (K, 2) xy pixels in the original images; valid: (K,) bool.
+    Boxes are xyxy in original pixels, or None when the layout has none.
+    """
+
+    pair_id: str
+    category: str
+    src: str
+    trg: str
+    src_kps: np.ndarray
+    trg_kps: np.ndarray
+    valid: np.ndarray
+    split: str = "test"
+    src_box: np.ndarray | None = None
+    trg_box: np.ndarray | None = None
+
+
+@dataclass
+class DatasetIndex:
+    name: str
+    kind: str
+    images: dict[str, ImageRecord]
+    pairs: list[Pair]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    flow_store: Path | None = None
+
+    def categories(self) -> list[str]:
+        return sorted({r.category for r in self.images.values()})
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file, with a clear error for a missing or unreadable file."""
+    if not path.is_file():
+        raise DatasetError(f"image file missing: {path}. Restore it or remove it from the pair list.")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetError(f"image file is corrupt or not an image: {path} ({exc}). Replace the file.") from exc
+    return h, w
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB, with a clear error naming the file."""
+    image_size(path)
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def load_mask(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L")) > 127
+
+
+def check_keypoints(src_kps: np.ndarray, trg_kps: np.ndarray, valid: np.ndarray,
+                    src_hw: tuple[int, int], trg_hw: tuple[int, int], where: str) -> None:
+    """Raise DatasetError for a count mismatch, non-finite or out-of-image valid keypoints."""
+    if src_kps.shape != trg_kps.shape or src_kps.ndim != 2 or src_kps.shape[1] != 2:
+        raise DatasetError(f"{where}: keypoint count mismatch: source has {src_kps.shape[0]} and target "
+                           f"{trg_kps.shape[0]} keypoints; each source keypoint needs its target.")
+    if not valid.any():
+        raise DatasetError(f"{where}: no keypoint is valid in both images; drop the pair.")
+    for name, kps, (h, w) in (("source", src_kps, src_hw), ("target", trg_kps, trg_hw)):
+        v = kps[valid]
+        if not np.isfinite(v).all():
+            raise DatasetError(f"{where}: {name} keypoints contain NaN/inf; mark them invalid or fix the annotation.")
+        # Half a pixel of slack: annotations on the border pixel centre are legitimate.
+        bad = (v[:, 0] < -0.5) | (v[:, 0] > w - 0.5) | (v[:, 1] < -0.5) | (v[:, 1] > h - 0.5)
+        if bad.any():
+            i = int(np.flatnonzero(valid)[np.flatnonzero(bad)[0]])
+            raise DatasetError(f"{where}: {name} keypoint {i} = ({kps[i, 0]:.2f}, {kps[i, 1]:.2f}) lies outside the "
+                               f"{w}x{h} image; fix the annotation or the image.")
+
+
+def keypoint_box(kps: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Tight xyxy box of the valid keypoints (PF-WILLOW's PCK box)."""
+    v = kps[valid]
+    return np.array([v[:, 0].min(), v[:, 1].min(), v[:, 0].max(), v[:, 1].max()], dtype=np.float64)

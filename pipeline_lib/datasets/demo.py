@@ -1,0 +1,230 @@
+"""The embedded demo: real photos shipped with scikit-image, warped into categories with exact truth.
+
+Each photo becomes one category. Every image of a category is the photo seen through a random
+backward warp (thin-plate-spline jitter, then rotation, scale and shift; Gaur et al. train with
+rotations of +-16 degrees and scales 0.9-2.0, we stay milder so keypoints remain visible) on a
+textured background, with photometric jitter. Because every warp is known and invertible, the
+keypoints of every image and the dense flow of every pair are exact.
+
+Generated layout (``generate``) and read back by the adapter (``load``):
+
+    <root>/<category>/<category>_<i>.png        image
+    <root>/<category>/<category>_<i>_mask.png   object mask (where the photo is visible)
+    <root>/keypoints.csv                         image_id, kp, x, y
+    <root>/pairs.csv                             pair_id, category, src, trg, split
+    <root>/flow.zarr                             per pair: flow (H, W, 2) src->trg, valid (H, W)
+    <root>/meta.json                             config, seed and library versions
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+from PIL import Image
+from scipy import ndimage
+from skimage import data as skdata
+from skimage import feature, transform
+from skimage.color import rgb2gray
+
+from ..atomic import atomic_path
+from ..provenance import provenance
+from ..warps import AffineTPSWarp, ThinPlateSpline, affine_matrix, grid_points
+from .base import DatasetError, DatasetIndex, ImageRecord, Pair, image_size
+from .pairs import collect_pairs
+
+BACKGROUND_TEXTURES = ("gravel", "grass", "brick")
+KEYPOINT_MARGIN_PX = 3.0  # keypoints keep this distance from the canvas border in every image
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    photos: tuple[str, ...] = ("chelsea", "coffee", "astronaut", "rocket")
+    images_per_category: int = 6
+    image_size: int = 160
+    n_keypoints: int = 10
+    max_rotation_deg: float = 12.0
+    scale_range: tuple[float, float] = (0.75, 0.95)
+    max_shift_fraction: float = 0.06
+    tps_control_points: int = 4
+    tps_jitter_fraction: float = 0.03
+    photometric_jitter: float = 0.1
+    split: tuple[float, float, float] = (0.5, 0.2, 0.3)
+
+
+def _square_photo(name: str, size: int) -> np.ndarray:
+    img = getattr(skdata, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, -1)
+    img = img[..., :3]
+    h, w = img.shape[:2]
+    s = min(h, w)
+    crop = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return transform.resize(crop, (size, size), anti_aliasing=True, preserve_range=False).astype(np.float64)
+
+
+def _random_warp(cfg: DemoConfig, rng: np.random.Generator) -> AffineTPSWarp:
+    s = cfg.image_size
+    g = cfg.tps_control_points
+    lin = np.linspace(0, s - 1, g)
+    ctrl = np.stack(np.meshgrid(lin, lin), -1).reshape(-1, 2)
+    disp = rng.uniform(-1, 1, ctrl.shape) * cfg.tps_jitter_fraction * s
+    tps = ThinPlateSpline.fit(ctrl, disp)
+    # Backward map: canvas -> photo. A scale < 1 on the *output* means the photo looks larger,
+    # so we invert the sampled zoom: the photo appears at scale z inside the canvas.
+    zoom = rng.uniform(*cfg.scale_range)
+    rot = rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)
+    shift = rng.uniform(-1, 1, 2) * cfg.max_shift_fraction * s
+    centre = ((s - 1) / 2, (s - 1) / 2)
+    return AffineTPSWarp(affine_matrix(rot, 1.0 / zoom, tuple(shift), centre), tps)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    tex = getattr(skdata, BACKGROUND_TEXTURES[rng.integers(len(BACKGROUND_TEXTURES))])().astype(np.float64) / 255
+    y, x = rng.integers(0, tex.shape[0] - size), rng.integers(0, tex.shape[1] - size)
+    patch = tex[y:y + size, x:x + size]
+    tint = rng.uniform(0.3, 1.0, 3)
+    return patch[..., None] * tint
+
+
+def _render(photo: np.ndarray, warp: AffineTPSWarp, bg: np.ndarray, gain: np.ndarray, bias: float):
+    s = photo.shape[0]
+    src = warp(grid_points(s, s))  # photo xy sampled by every canvas pixel
+    inside = ((src >= 0) & (src <= s - 1)).all(1).reshape(s, s)
+    coords = [src[:, 1].reshape(s, s), src[:, 0].reshape(s, s)]
+    rgb = np.stack([ndimage.map_coordinates(photo[..., c], coords, order=1, mode="nearest") for c in range(3)], -1)
+    rgb = np.clip(rgb * gain + bias, 0, 1)
+    out = np.where(inside[..., None], rgb, bg)
+    return (out * 255).round().astype(np.uint8), inside
+
+
+def _choose_keypoints(photo: np.ndarray, warps: list[AffineTPSWarp], n: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``n`` distinctive photo points (Harris corners) that stay visible in every image."""
+    s = photo.shape[0]
+    resp = feature.corner_harris(rgb2gray(photo))
+    cand = feature.corner_peaks(resp, min_distance=max(2, s // 16), exclude_border=int(KEYPOINT_MARGIN_PX))
+    cand = cand[np.argsort(-resp[cand[:, 0], cand[:, 1]])][:, ::-1].astype(np.float64)  # xy, strongest first
+    extra = rng.uniform(0.2 * s, 0.8 * s, (8 * n, 2))  # fallback points if corners are too few
+    cand = np.vstack([cand, extra])
+    ok = np.ones(len(cand), dtype=bool)
+    for w in warps:
+        fwd = w.inverse(cand)
+        ok &= ((fwd >= KEYPOINT_MARGIN_PX) & (fwd <= s - 1 - KEYPOINT_MARGIN_PX)).all(1)
+    return cand[ok][:n]
+
+
+def generate(out_dir: str | Path, cfg: DemoConfig, seed: int, progress=None) -> None:
+    """Write the demo dataset to ``out_dir`` atomically (deterministic for a given cfg and seed)."""
+    rng = np.random.default_rng(seed)
+    s = cfg.image_size
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        kp_rows, pair_rows = [], []
+        flow_root = zarr.open_group(str(tmp / "flow.zarr"), mode="w")
+        n_pair = 0
+        for cat in cfg.photos:
+            photo = _square_photo(cat, s)
+            warps = [_random_warp(cfg, rng) for _ in range(cfg.images_per_category)]
+            base_kps = _choose_keypoints(photo, warps, cfg.n_keypoints, rng)
+            if len(base_kps) == 0:
+                raise DatasetError(f"demo category {cat}: no keypoint stays visible; use milder warps.")
+            (tmp / cat).mkdir()
+            ids = []
+            for i, w in enumerate(warps):
+                gain = 1 + rng.uniform(-1, 1, 3) * cfg.photometric_jitter
+                img, mask = _render(photo, w, _background(rng, s), gain, rng.uniform(-1, 1) * cfg.photometric_jitter / 2)
+                image_id = f"{cat}/{cat}_{i}"
+                Image.fromarray(img).save(tmp / f"{image_id}.png")
+                Image.fromarray((mask * 255).astype(np.uint8)).save(tmp / f"{image_id}_mask.png")
+                for k, (x, y) in enumerate(w.inverse(base_kps)):
+                    kp_rows.append((image_id, k, f"{x:.6f}", f"{y:.6f}"))
+                ids.append(image_id)
+            ordered = [(a, b) for a in range(len(ids)) for b in range(len(ids)) if a != b]
+            order = rng.permutation(len(ordered))
+            n_train = int(round(cfg.split[0] * len(ordered) / sum(cfg.split)))
+            n_val = int(round(cfg.split[1] * len(ordered) / sum(cfg.split)))
+            grid = grid_points(s, s)
+            # Each image's inverse on the photo grid, once: interpolated, it starts Newton next to the
+            # root, so every pair's exact flow costs one or two Newton steps.
+            inv_grid = [w.inverse(grid).reshape(s, s, 2) for w in warps]
+            for rank, j in enumerate(order):
+                a, b = ordered[j]
+                split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+                pair_id = f"{ids[a]}->{ids[b]}"
+                pair_rows.append((pair_id, cat, ids[a], ids[b], split))
+                photo_xy = warps[a](grid)  # where each source pixel samples the photo
+                seen = ((photo_xy >= 0) & (photo_xy <= s - 1)).all(1)
+                trg_xy = grid.copy()  # zero flow where the source pixel shows background
+                trg_xy[seen] = warps[b].inverse(photo_xy[seen], init=_bilinear(inv_grid[b], photo_xy[seen]))
+                valid = seen & ((trg_xy >= -0.5) & (trg_xy <= s - 0.5)).all(1)
+                g = flow_root.create_group(f"p{n_pair:05d}")
+                g.attrs["pair_id"] = pair_id
+                g.create_array("flow", data=(trg_xy - grid).reshape(s, s, 2).astype(np.float32))
+                g.create_array("valid", data=valid.reshape(s, s))
+                n_pair += 1
+                if progress:
+                    progress(1)
+        _write_csv(tmp / "keypoints.csv", ("image_id", "kp", "x", "y"), kp_rows)
+        _write_csv(tmp / "pairs.csv", ("pair_id", "category", "src", "trg", "split"), pair_rows)
+        flow_root.attrs["pair_ids"] = [r[0] for r in pair_rows]
+        (tmp / "meta.json").write_text(json.dumps(provenance(asdict(cfg), seed), indent=2, default=list))
+
+
+def _bilinear(field: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Sample an (H, W, 2) field at (N, 2) xy points (clamped to the grid)."""
+    coords = [np.clip(xy[:, 1], 0, field.shape[0] - 1), np.clip(xy[:, 0], 0, field.shape[1] - 1)]
+    return np.stack([ndimage.map_coordinates(field[..., c], coords, order=1) for c in range(2)], 1)
+
+
+def _write_csv(path: Path, header, rows) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def load(root: str | Path, name: str = "demo", pairs_csv: str = "", on_bad_pair: str = "error") -> DatasetIndex:
+    root = Path(root)
+    for f in ("keypoints.csv", "pairs.csv"):
+        if not (root / f).is_file():
+            raise DatasetError(f"{root / f} missing: the demo is generated by the workflow's first stage "
+                               f"(rule generate_demo); run it or fix dataset.root.")
+    kps: dict[str, dict[int, tuple[float, float]]] = {}
+    with (root / "keypoints.csv").open(newline="") as f:
+        for row in csv.DictReader(f):
+            kps.setdefault(row["image_id"], {})[int(row["kp"])] = (float(row["x"]), float(row["y"]))
+    images = {}
+    for key in sorted(kps):
+        path = root / f"{key}.png"
+        h, w = image_size(path)
+        images[key] = ImageRecord(key, path, key.split("/")[0], h, w, mask_path=root / f"{key}_mask.png")
+    index = DatasetIndex(name=name, kind="demo", images=images, pairs=[], flow_store=root / "flow.zarr")
+
+    def make(row):
+        def build():
+            src_d, trg_d = kps.get(row["src"], {}), kps.get(row["trg"], {})
+            common = sorted(set(src_d) & set(trg_d))
+            if len(src_d) != len(trg_d):
+                raise DatasetError(f"{root / 'pairs.csv'}, pair {row['pair_id']}: keypoint count mismatch "
+                                   f"({len(src_d)} vs {len(trg_d)}).")
+            src = np.array([src_d[k] for k in common]).reshape(-1, 2)
+            trg = np.array([trg_d[k] for k in common]).reshape(-1, 2)
+            return Pair(row["pair_id"], row["category"], row["src"], row["trg"], src, trg,
+                        np.ones(len(common), dtype=bool), row["split"])
+        return row["pair_id"], build
+
+    with (root / "pairs.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    collect_pairs(index, [make(r) for r in rows], on_bad_pair)
+    return index
+
+
+def load_flow(flow_store: str | Path, pair_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact dense flow (H, W, 2) and its validity (H, W) of the demo pair number ``pair_index``."""
+    g = zarr.open_group(str(flow_store), mode="r")[f"p{pair_index:05d}"]
+    return g["flow"][:], g["valid"][:]

@@ -1,0 +1,68 @@
+"""Turning raw pair candidates into validated :class:`Pair` objects, and split assignment."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .base import DatasetError, DatasetIndex, ImageRecord, Pair, check_keypoints
+
+
+def collect_pairs(index: DatasetIndex, candidates: Iterable[tuple[str, Callable[[], Pair]]], on_bad_pair: str) -> None:
+    """Build each ``(where, make_pair)`` candidate (``where`` locates it: file and row, or pair id), validate it against its images and append it to ``index``.
+
+    ``on_bad_pair='error'`` re-raises the first DatasetError; ``'skip'`` records (pair, reason).
+    """
+    for where, make in candidates:
+        try:
+            pair = make()
+            for key in (pair.src, pair.trg):
+                if key not in index.images:
+                    raise DatasetError(f"{where}: unknown image '{key}' (not found in the dataset root); "
+                                       f"fix the pair list or restore the image.")
+            s, t = index.images[pair.src], index.images[pair.trg]
+            check_keypoints(pair.src_kps, pair.trg_kps, pair.valid, (s.height, s.width), (t.height, t.width),
+                            where=where if where == pair.pair_id else f"{where} (pair {pair.pair_id})")
+        except DatasetError as exc:
+            if on_bad_pair == "error":
+                raise DatasetError(f"{exc} (or set dataset.on_bad_pair: skip to skip bad pairs)") from exc
+            index.skipped.append((where, str(exc)))
+            continue
+        index.pairs.append(pair)
+
+
+def assign_image_disjoint_split(pairs: list[Pair], images: dict[str, ImageRecord], train_fraction: float,
+                                val_fraction: float, seed: int) -> list[Pair]:
+    """Per category, partition images into train/val/test; keep pairs whose two images share a split.
+
+    Pairs that straddle two splits are dropped, so no test image is seen in training or validation.
+    """
+    if train_fraction + val_fraction >= 1.0:
+        raise DatasetError(f"split fractions train={train_fraction} + val={val_fraction} leave no test images; "
+                           f"make their sum < 1.")
+    rng = np.random.default_rng(seed)
+    image_split: dict[str, str] = {}
+    for cat in sorted({r.category for r in images.values()}):
+        ids = sorted(k for k, r in images.items() if r.category == cat)
+        order = [ids[i] for i in rng.permutation(len(ids))]
+        n_train = int(round(train_fraction * len(ids)))
+        n_val = int(round(val_fraction * len(ids)))
+        for i, key in enumerate(order):
+            image_split[key] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+    out = []
+    for p in pairs:
+        a, b = image_split[p.src], image_split[p.trg]
+        if a == b:
+            out.append(replace(p, split=a))
+    return out
+
+
+def all_ordered_pairs(images: dict[str, ImageRecord]) -> list[tuple[str, str]]:
+    """Every ordered pair of distinct images inside a category (PF-WILLOW's pair list when absent)."""
+    out = []
+    for cat in sorted({r.category for r in images.values()}):
+        ids = sorted(k for k, r in images.items() if r.category == cat)
+        out += [(a, b) for a in ids for b in ids if a != b]
+    return out

@@ -1,0 +1,135 @@
+"""Per-pair PCK rows, their per-category/overall summary, and the result tables (CSV, Markdown, plot).
+
+PCK values are percentages. ``pck_per_pair`` averages each pair's PCK (the usual protocol);
+``pck_per_keypoint`` pools all keypoints. The category ``all`` is the overall row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..atomic import atomic_path, write_text
+from ..config import EvalConfig
+from ..datasets.base import ImageRecord, Pair
+from .pck import pck_counts, pck_threshold
+
+PER_PAIR_COLUMNS = ("method", "pair_id", "category", "split", "src", "trg", "alpha", "threshold",
+                    "threshold_px", "n_keypoints", "n_correct", "pck")
+SUMMARY_COLUMNS = ("method", "category", "alpha", "threshold", "pck_per_pair", "pck_per_keypoint", "n_pairs",
+                   "n_keypoints", "dataset", "backbone", "direction", "split", "longer_side", "n_skipped",
+                   "ms_per_pair")
+
+
+def evaluate_predictions(method: str, pairs: Sequence[Pair], images: Mapping[str, ImageRecord],
+                         preds: Mapping[str, np.ndarray], cfg: EvalConfig) -> list[dict]:
+    """One row per (pair, alpha). A pair without a prediction is an error, never silently dropped."""
+    rows = []
+    for p in pairs:
+        if p.pair_id not in preds:
+            raise KeyError(f"method '{method}' has no prediction for pair {p.pair_id}; rerun its predict rule.")
+        trg = images[p.trg]
+        thr = pck_threshold(cfg.threshold, p.trg_kps, p.valid, (trg.height, trg.width), p.trg_box)
+        for alpha in cfg.alphas:
+            n_ok, n = pck_counts(preds[p.pair_id], p.trg_kps, p.valid, thr, alpha)
+            rows.append({"method": method, "pair_id": p.pair_id, "category": p.category, "split": p.split,
+                         "src": p.src, "trg": p.trg, "alpha": alpha, "threshold": cfg.threshold,
+                         "threshold_px": round(thr, 3), "n_keypoints": n, "n_correct": n_ok,
+                         "pck": round(100.0 * n_ok / n, 4)})
+    return rows
+
+
+def summarise(per_pair: Iterable[Mapping], extra: Mapping | None = None) -> list[dict]:
+    """Per (method, category, alpha) and per (method, 'all', alpha) summary rows."""
+    groups: dict[tuple, list[Mapping]] = defaultdict(list)
+    for r in per_pair:
+        groups[(r["method"], r["category"], r["alpha"], r["threshold"])].append(r)
+        groups[(r["method"], "all", r["alpha"], r["threshold"])].append(r)
+    out = []
+    for (method, cat, alpha, thr), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == "all",
+                                                                                   kv[0][1], kv[0][2])):
+        n_kp = sum(int(r["n_keypoints"]) for r in rows)
+        out.append({"method": method, "category": cat, "alpha": alpha, "threshold": thr,
+                    "pck_per_pair": round(float(np.mean([float(r["pck"]) for r in rows])), 2),
+                    "pck_per_keypoint": round(100.0 * sum(int(r["n_correct"]) for r in rows) / max(n_kp, 1), 2),
+                    "n_pairs": len(rows), "n_keypoints": n_kp, **(extra or {})})
+    return out
+
+
+def _csv_text(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str | Path, rows: Sequence[Mapping], columns: Sequence[str]) -> None:
+    write_text(path, _csv_text(rows, columns))
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def markdown_table(summary: Sequence[Mapping]) -> str:
+    """Methods as rows, PCK@alpha (per pair) on 'all' and each category as columns."""
+    alphas = sorted({float(r["alpha"]) for r in summary})
+    cats = sorted({r["category"] for r in summary} - {"all"})
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    get = {(r["method"], r["category"], float(r["alpha"])): r for r in summary}
+    head = ["method"] + [f"all @{a:g}" for a in alphas] + [f"{c} @{alphas[len(alphas) // 2]:g}" for c in cats]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    mid = alphas[len(alphas) // 2]
+    for m in methods:
+        cells = [m] + [f"{float(get[(m, 'all', a)]['pck_per_pair']):.1f}" for a in alphas]
+        cells += [f"{float(get[(m, c, mid)]['pck_per_pair']):.1f}" if (m, c, mid) in get else "" for c in cats]
+        lines.append("| " + " | ".join(cells) + " |")
+    first = next((r for r in summary if r["category"] == "all"), summary[0] if summary else {})
+    proto = (f"PCK (%) averaged per pair; threshold: alpha x max side of the target "
+             f"{'object box' if first.get('threshold') == 'bbox' else 'image'}; direction: "
+             f"{first.get('direction', '?')}; split: {first.get('split', '?')}; images resized to longer side "
+             f"{first.get('longer_side', '?')} px; pairs: {first.get('n_pairs', '?')} (skipped: {first.get('n_skipped', 0)}).")
+    return "\n".join(lines) + "\n\n" + proto + "\n"
+
+
+def write_summary_tables(summary: Sequence[Mapping], csv_path: str | Path, md_path: str | Path,
+                         png_path: str | Path | None = None) -> None:
+    write_csv(csv_path, summary, SUMMARY_COLUMNS)
+    write_text(md_path, markdown_table(summary))
+    if png_path is not None:
+        plot_summary(summary, png_path)
+
+
+def plot_summary(summary: Sequence[Mapping], path: str | Path) -> None:
+    """Grouped bars: PCK per category (middle alpha), one bar per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    alphas = sorted({float(r["alpha"]) for r in summary})
+    mid = alphas[len(alphas) // 2]
+    rows = [r for r in summary if float(r["alpha"]) == mid]
+    cats = sorted({r["category"] for r in rows} - {"all"}) + ["all"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    val = {(r["method"], r["category"]): float(r["pck_per_pair"]) for r in rows}
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cats) * max(1, len(methods)) / 2), 4))
+    width = 0.8 / max(1, len(methods))
+    x = np.arange(len(cats))
+    for i, m in enumerate(methods):
+        ax.bar(x + i * width, [val.get((m, c), 0) for c in cats], width, label=m)
+    ax.set_xticks(x + width * (len(methods) - 1) / 2, cats, rotation=30, ha="right")
+    ax.set_ylabel(f"PCK@{mid:g} (%)")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,122 @@
+"""One function per workflow stage: read the validated config, call the pure code, write artifacts.
+
+The Snakemake scripts in ``workflow/scripts`` are thin adapters onto these functions, so every stage
+can also be run, tested and debugged without Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from .atomic import write_text
+from .backbones import build_backbone, resolve_device
+from .config import EvalConfig, config_json, section
+from .datasets import DatasetIndex, open_dataset
+from .datasets import demo as demo_data
+from .evaluation import evaluate_predictions, oriented, read_predictions, summarise, write_predictions
+from .evaluation.summary import PER_PAIR_COLUMNS, SUMMARY_COLUMNS, read_csv, write_csv, write_summary_tables
+from .features import FeatureStore, extract_features
+from .methods import PREDICTORS, predict_pairs
+from .provenance import provenance
+
+log = logging.getLogger(__name__)
+
+
+def dataset_root(cfg: Mapping) -> Path:
+    """Where the dataset lives: generated under results/ for the demo, else ``dataset.root``."""
+    if cfg["dataset"]["kind"] == "demo":
+        return Path(cfg["results_dir"]) / cfg["dataset"]["name"] / "data"
+    return Path(cfg["dataset"]["root"])
+
+
+def load_dataset(cfg: Mapping) -> DatasetIndex:
+    d = cfg["dataset"]
+    return open_dataset(d["kind"], dataset_root(cfg), name=d["name"], pairs_csv=d["pairs_csv"],
+                        on_bad_pair=d["on_bad_pair"], split_mode=d["split"]["mode"],
+                        train_fraction=d["split"]["train_fraction"], val_fraction=d["split"]["val_fraction"],
+                        seed=cfg["seed"])
+
+
+def write_meta(path: str | Path, cfg: Mapping, **extra) -> None:
+    """The JSON sidecar recorded next to an artifact: config, seed, versions and stage facts."""
+    write_text(path, json.dumps({**provenance(cfg, cfg["seed"]), **extra}, indent=2, sort_keys=True, default=str))
+
+
+def generate_demo(cfg: Mapping, out_dir: str | Path) -> None:
+    demo_data.generate(out_dir, section(demo_data.DemoConfig, cfg["demo"]), seed=cfg["seed"])
+
+
+def index_dataset(cfg: Mapping, pairs_csv: str | Path, meta_json: str | Path) -> None:
+    """Validate the dataset and write its pair list with splits (and the skipped pairs) for inspection."""
+    index = load_dataset(cfg)
+    rows = [{"pair_id": p.pair_id, "category": p.category, "split": p.split, "src": p.src, "trg": p.trg,
+             "n_keypoints": int(p.valid.sum())} for p in index.pairs]
+    write_csv(pairs_csv, rows, ("pair_id", "category", "split", "src", "trg", "n_keypoints"))
+    counts = {s: sum(1 for p in index.pairs if p.split == s) for s in ("train", "val", "test")}
+    write_meta(meta_json, cfg, n_images=len(index.images), n_pairs=len(index.pairs), split_counts=counts,
+               categories=index.categories(), skipped=[{"pair": a, "reason": b} for a, b in index.skipped])
+    log.info("dataset %s: %d images, %d pairs %s, %d skipped", index.name, len(index.images), len(index.pairs),
+             counts, len(index.skipped))
+
+
+def extract(cfg: Mapping, backbone_name: str, out_path: str | Path) -> None:
+    index = load_dataset(cfg)
+    torch.manual_seed(cfg["seed"])
+    backbone = build_backbone(backbone_name, weights_path=cfg["weights"].get(backbone_name))
+    extract_features(index, backbone, out_path, cfg["image"]["longer_side"], cfg["features"]["batch_size"],
+                     resolve_device(cfg["device"]), cfg["features"]["dtype"],
+                     provenance=json.loads(json.dumps(provenance(cfg, cfg["seed"]), default=str)))
+
+
+def eval_pairs(cfg: Mapping, index: DatasetIndex):
+    ev = section(EvalConfig, cfg["evaluation"])
+    pairs = [p for p in index.pairs if ev.split == "all" or p.split == ev.split]
+    if not pairs:
+        raise ValueError(f"no pairs in split '{ev.split}' of dataset {index.name}; change evaluation.split or "
+                         f"dataset.split.")
+    return ev, oriented(pairs, ev.direction)
+
+
+def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path, meta_json: str | Path) -> None:
+    """Run a feature-based method on the evaluation pairs and write its predictions."""
+    index = load_dataset(cfg)
+    _, pairs = eval_pairs(cfg, index)
+    store = FeatureStore(features)
+    device = resolve_device(cfg["device"])
+    if method == "nn":
+        predictor = PREDICTORS["nn"](store, cfg["nn"]["layer"], device)
+        params = {"layer": store.resolve_layer(cfg["nn"]["layer"])}
+    else:
+        raise ValueError(f"unknown method '{method}'; known: {sorted(PREDICTORS)}")
+    preds, ms = predict_pairs(predictor, pairs, store, desc=f"{method}")
+    write_predictions(out_csv, preds)
+    write_meta(meta_json, cfg, method=method, params=params, ms_per_pair=ms, device=str(device),
+               n_pairs=len(pairs))
+
+
+def evaluate(cfg: Mapping, method: str, backbone: str, predictions: str | Path, predict_meta: str | Path,
+             per_pair_csv: str | Path, summary_csv: str | Path) -> None:
+    index = load_dataset(cfg)
+    ev, pairs = eval_pairs(cfg, index)
+    rows = evaluate_predictions(method, pairs, index.images, read_predictions(predictions), ev)
+    meta = json.loads(Path(predict_meta).read_text())
+    extra = {"dataset": index.name, "backbone": backbone, "direction": ev.direction, "split": ev.split,
+             "longer_side": cfg["image"]["longer_side"], "n_skipped": len(index.skipped),
+             "ms_per_pair": round(float(meta.get("ms_per_pair", float("nan"))), 3)}
+    write_csv(per_pair_csv, rows, PER_PAIR_COLUMNS)
+    write_csv(summary_csv, summarise(rows, extra), SUMMARY_COLUMNS)
+
+
+def aggregate(method_summaries: Sequence[str | Path], csv_path, md_path, png_path) -> None:
+    """Concatenate every method's summary into the result contract pck_summary.csv (+ Markdown, plot)."""
+    rows = [r for path in method_summaries for r in read_csv(path)]
+    write_summary_tables(rows, csv_path, md_path, png_path)
+
+
+__all__ = ["generate_demo", "index_dataset", "extract", "predict", "evaluate", "aggregate", "load_dataset",
+           "config_json"]

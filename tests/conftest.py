@@ -1,0 +1,31 @@
+"""Shared fixtures: repository paths, the real-data location and small fixture trees."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+PF_WILLOW = Path(os.environ.get("PF_WILLOW_ROOT", REPO.parent / "shared" / "data" / "pf-willow"))
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def pf_willow_root() -> Path:
+    if not (PF_WILLOW / "test_pairs.csv").is_file():
+        pytest.skip(f"real PF-WILLOW data not found at {PF_WILLOW} (set PF_WILLOW_ROOT)")
+    return PF_WILLOW
+
+
+def write_png(path: Path, h: int = 40, w: int = 60, seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)

@@ -1,0 +1,44 @@
+from dataclasses import fields
+
+import pytest
+import yaml
+
+from pipeline_lib.config import ConfigError, EvalConfig, load_config, load_schema, validate_config
+from pipeline_lib.datasets.demo import DemoConfig
+
+
+@pytest.mark.parametrize("cls, key", [(EvalConfig, "evaluation"), (DemoConfig, "demo")])
+def test_dataclass_defaults_match_the_schema(cls, key):
+    props = load_schema()["properties"][key]["properties"]
+    for f in fields(cls):
+        default = props[f.name]["default"]
+        assert f.default == (tuple(default) if isinstance(default, list) else default), f.name
+    assert set(props) == {f.name for f in fields(cls)}
+
+
+def test_defaults_are_filled_and_shipped_configs_validate(repo):
+    cfg = validate_config({})
+    assert cfg["evaluation"]["alphas"] == [0.05, 0.1, 0.15] and cfg["dataset"]["split"]["mode"] == "all_test"
+    for name in ("config.yaml", "pf-willow.yaml"):
+        load_config(repo / "config" / name)
+
+
+def test_snakemake_validation_fills_the_same_defaults():
+    from snakemake.utils import validate
+
+    from pipeline_lib.config import SCHEMA_PATH
+
+    cfg = {}
+    validate(cfg, str(SCHEMA_PATH))
+    assert cfg == validate_config({})
+
+
+def test_bad_value_and_unknown_key_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"evaluation": {"threshold": "box"}}))
+    with pytest.raises(ConfigError, match=r"bad\.yaml: invalid value at 'evaluation/threshold': 'box' is not one of"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="Additional properties are not allowed .'alpha' was unexpected"):
+        validate_config({"evaluation": {"alpha": [0.1]}})
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,139 @@
+"""Dataset adapters on fixture trees built here, and every bad-input error."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+
+from pipeline_lib.datasets import DatasetError, open_dataset
+from tests.conftest import write_png
+
+K = 4
+
+
+def make_willow(root, classes=("car(G)", "duck(S)"), n=3, with_csv=True):
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in classes:
+        for i in range(n):
+            write_png(root / c / f"img{i}.png", 40, 60, seed=i)
+            pts = np.vstack([rng.uniform(1, 60, K), rng.uniform(1, 40, K)])  # MATLAB 1-based x / y rows
+            scipy.io.savemat(root / c / f"img{i}.mat", {"pts_coord": pts})
+        for a in range(n):
+            for b in range(n):
+                if a != b:
+                    pa = scipy.io.loadmat(root / c / f"img{a}.mat")["pts_coord"]
+                    pb = scipy.io.loadmat(root / c / f"img{b}.mat")["pts_coord"]
+                    rows.append([f"{c}/img{a}.png", f"{c}/img{b}.png", c, *pa[0], *pa[1], *pb[0], *pb[1]])
+    if with_csv:
+        head = ["source_image", "target_image", "category"] + [f"{p}{i}" for p in ("XA", "YA", "XB", "YB")
+                                                               for i in range(1, K + 1)]
+        with (root / "test_pairs.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([head] + rows)
+    return root
+
+
+def test_pf_willow_with_csv_converts_to_zero_based_and_uses_keypoint_boxes(tmp_path):
+    root = make_willow(tmp_path)
+    ds = open_dataset("pf-willow", root)
+    assert len(ds.images) == 6 and len(ds.pairs) == 12
+    p = ds.pairs[0]
+    mat = scipy.io.loadmat(root / "car(G)" / "img0.mat")["pts_coord"]
+    np.testing.assert_allclose(p.src_kps, mat.T - 1)
+    assert p.trg_box[2] == pytest.approx(p.trg_kps[:, 0].max())
+    assert {q.split for q in ds.pairs} == {"test"}
+
+
+def test_pf_willow_without_csv_generates_every_ordered_pair(tmp_path):
+    ds = open_dataset("pf-willow", make_willow(tmp_path, with_csv=False))
+    assert len(ds.pairs) == 12
+    assert len({(p.src, p.trg) for p in ds.pairs}) == 12
+
+
+def test_image_disjoint_split_never_shares_images_across_splits(tmp_path):
+    root = make_willow(tmp_path, n=6, with_csv=False)
+    ds = open_dataset("pf-willow", root, split_mode="image_disjoint", train_fraction=0.5, val_fraction=0.2, seed=3)
+    used = {s: {i for p in ds.pairs if p.split == s for i in (p.src, p.trg)} for s in ("train", "val", "test")}
+    assert used["train"] and used["test"]
+    assert not (used["train"] & used["test"]) and not (used["val"] & used["test"])
+
+
+def rewrite_csv_cell(root, row, col, value):
+    rows = list(csv.reader((root / "test_pairs.csv").open()))
+    rows[row][rows[0].index(col)] = value
+    with (root / "test_pairs.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda r: (r / "car(G)" / "img1.png").unlink(), r"image file missing: .*img1\.png"),
+    (lambda r: (r / "car(G)" / "img1.png").write_bytes(b"not a png"), r"corrupt or not an image: .*img1\.png"),
+    (lambda r: rewrite_csv_cell(r, 1, "XA2", "nan"), r"test_pairs\.csv, row 2 .*NaN"),
+    (lambda r: rewrite_csv_cell(r, 1, "XB1", "1000"), r"test_pairs\.csv, row 2 .*outside the 60x40 image"),
+    (lambda r: rewrite_csv_cell(r, 1, "target_image", "car(G)/ghost.png"), r"row 2: image file missing: .*ghost\.png"),
+])
+def test_bad_input_errors_name_the_file_and_row(tmp_path, breakage, message):
+    root = make_willow(tmp_path)
+    breakage(root)
+    with pytest.raises(DatasetError, match=message):
+        open_dataset("pf-willow", root)
+
+
+def test_keypoint_count_mismatch_and_empty_category(tmp_path):
+    root = make_willow(tmp_path, with_csv=False)
+    scipy.io.savemat(root / "car(G)" / "img2.mat", {"pts_coord": np.ones((2, K + 1)) * 5})
+    with pytest.raises(DatasetError, match="keypoint count mismatch"):
+        open_dataset("pf-willow", root)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"empty category: .*empty"):
+        open_dataset("pf-willow", root)
+
+
+def test_skip_mode_reports_what_it_skipped(tmp_path):
+    root = make_willow(tmp_path)
+    rewrite_csv_cell(root, 1, "XA2", "nan")
+    ds = open_dataset("pf-willow", root, on_bad_pair="skip")
+    assert len(ds.pairs) == 11 and len(ds.skipped) == 1
+    assert "NaN" in ds.skipped[0][1]
+
+
+def test_pf_pascal_layout(tmp_path):
+    (tmp_path / "Annotations" / "car").mkdir(parents=True)
+    for i, name in enumerate(["2008_000001", "2008_000002", "2008_000003"]):
+        write_png(tmp_path / "JPEGImages" / f"{name}.jpg", 50, 70, seed=i)
+        kps = np.array([[5, 5], [20, 30], [np.nan, np.nan]]) + i
+        scipy.io.savemat(tmp_path / "Annotations" / "car" / f"{name}.mat", {"kps": kps, "bbox": [[2, 3, 60, 45]]})
+    for split, pairs in (("trn", [(1, 2)]), ("test", [(1, 3), (2, 3)])):
+        with (tmp_path / f"{split}_pairs.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["source_image", "target_image", "class", "flip"])
+            for a, b in pairs:
+                w.writerow([f"JPEGImages/2008_00000{a}.jpg", f"JPEGImages/2008_00000{b}.jpg", 7, 0])
+    ds = open_dataset("pf-pascal", tmp_path, split_mode="given")
+    assert sorted(p.split for p in ds.pairs) == ["test", "test", "train"]
+    p = ds.pairs[0]
+    assert p.category == "car" and p.valid.tolist() == [True, True, False]
+    np.testing.assert_allclose(p.src_kps[0], [4, 4])  # 1-based -> 0-based
+    np.testing.assert_allclose(p.trg_box, [1, 2, 59, 44])
+
+
+def test_spair_layout(tmp_path):
+    for i in range(2):
+        write_png(tmp_path / "JPEGImages" / "cat" / f"im{i}.jpg", 30, 40, seed=i)
+    ann = {"src_imname": "im0.jpg", "trg_imname": "im1.jpg", "category": "cat",
+           "src_kps": [[1, 2], [10, 12]], "trg_kps": [[3, 4], [20, 22]],
+           "src_bndbox": [0, 0, 20, 20], "trg_bndbox": [1, 1, 30, 25]}
+    (tmp_path / "PairAnnotation" / "test").mkdir(parents=True)
+    (tmp_path / "PairAnnotation" / "test" / "000001-im0-im1:cat.json").write_text(json.dumps(ann))
+    ds = open_dataset("spair", tmp_path, split_mode="given")
+    (p,) = ds.pairs
+    assert (p.src, p.trg, p.split) == ("cat/im0", "cat/im1", "test")
+    np.testing.assert_allclose(p.trg_kps, [[3, 4], [20, 22]])
+    np.testing.assert_allclose(p.trg_box, [1, 1, 30, 25])
+
+
+def test_unknown_kind():
+    with pytest.raises(DatasetError, match="unknown dataset kind 'caltech'"):
+        open_dataset("caltech", ".")

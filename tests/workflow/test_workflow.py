@@ -1,0 +1,84 @@
+"""The Snakemake workflow: dry run, a real tiny run, no-op rerun and a targeted --forcerun."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+TINY = {"dataset": {"name": "tiny", "kind": "demo", "split": {"mode": "given"}},
+        "demo": {"photos": ["chelsea", "coffee"], "images_per_category": 3, "image_size": 64},
+        "image": {"longer_side": 64}, "device": "cpu"}
+
+
+def snakemake(repo, workdir, *args, config=None):
+    cmd = [SNAKEMAKE, "-s", str(repo / "Snakefile"), "-d", str(workdir), "--cores", "2"]
+    if config is not None:
+        path = workdir / "test-config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        cmd += ["--configfile", str(path)]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=900)
+
+
+def test_dry_run_of_the_default_config(repo, tmp_path):
+    r = snakemake(repo, tmp_path, "-n")
+    assert r.returncode == 0, r.stderr
+    for rule in ("generate_demo", "index_dataset", "extract_features", "predict_nn", "evaluate_method",
+                 "aggregate_results"):
+        assert f"rule {rule}:" in r.stdout + r.stderr
+
+
+def test_bad_config_value_stops_before_any_job(repo, tmp_path):
+    r = snakemake(repo, tmp_path, config={**TINY, "evaluation": {"threshold": "box"}})
+    assert r.returncode != 0
+    assert "'box' is not one of ['bbox', 'img']" in r.stdout + r.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(repo, tmp_path_factory):
+    work = tmp_path_factory.mktemp("wf")
+    r = snakemake(repo, work, config=TINY)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return work
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_the_result_contract(tiny_run):
+    base = tiny_run / "results" / "tiny" / "efficientnet_lite0"
+    rows = list(csv.DictReader((base / "pck_summary.csv").open()))
+    for col in ("method", "category", "alpha", "threshold", "pck_per_pair", "pck_per_keypoint", "n_pairs",
+                "n_keypoints"):
+        assert col in rows[0]
+    overall = [r for r in rows if r["category"] == "all"]
+    assert [float(r["alpha"]) for r in overall] == [0.05, 0.1, 0.15]
+    assert all(r["method"] == "nn" and int(r["n_pairs"]) == 4 for r in overall)  # 2 test pairs per category
+    pcks = [float(r["pck_per_pair"]) for r in overall]
+    assert pcks == sorted(pcks) and pcks[-1] > 0
+    assert (base / "pck_summary.md").read_text().startswith("| method |")
+    meta = json.loads((base / "methods" / "nn" / "predict_meta.json").read_text())
+    assert meta["seed"] == 0 and meta["config"]["dataset"]["name"] == "tiny"
+    per_pair = list(csv.DictReader((base / "methods" / "nn" / "pck_per_pair.csv").open()))
+    assert len(per_pair) == 4 * 3
+
+
+@pytest.mark.slow
+def test_rerun_recomputes_nothing_and_forcerun_only_what_depends(repo, tiny_run):
+    r = snakemake(repo, tiny_run, "-n", config=TINY)
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+    base = tiny_run / "results" / "tiny"
+    data_mtime = (base / "data" / "pairs.csv").stat().st_mtime_ns
+    feat_mtime = (base / "efficientnet_lite0" / "features.zarr" / "zarr.json").stat().st_mtime_ns
+    pred_mtime = (base / "efficientnet_lite0" / "methods" / "nn" / "predictions.csv").stat().st_mtime_ns
+    r = snakemake(repo, tiny_run, "--forcerun", "predict_nn", config=TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (base / "data" / "pairs.csv").stat().st_mtime_ns == data_mtime
+    assert (base / "efficientnet_lite0" / "features.zarr" / "zarr.json").stat().st_mtime_ns == feat_mtime
+    assert (base / "efficientnet_lite0" / "methods" / "nn" / "predictions.csv").stat().st_mtime_ns > pred_mtime
+    log = r.stdout + r.stderr
+    assert "rule evaluate_method:" in log and "rule aggregate_results:" in log
+    assert "rule extract_features:" not in log and "rule generate_demo:" not in log

@@ -1,0 +1,33 @@
+rule generate_demo:
+    output:
+        directory(f"{DATA}/data"),
+    params:
+        cfg=cfg_params("seed", "demo"),
+    log:
+        f"logs/generate_demo/{D}.log",
+    benchmark:
+        f"benchmarks/generate_demo/{D}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/generate_demo.py"
+
+
+rule index_dataset:
+    input:
+        dataset_inputs,
+    output:
+        pairs=f"{DATA}/index/pairs.csv",
+        meta=f"{DATA}/index/meta.json",
+    params:
+        cfg=cfg_params("seed", "dataset"),
+    log:
+        f"logs/index_dataset/{D}.log",
+    benchmark:
+        f"benchmarks/index_dataset/{D}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/index_dataset.py"

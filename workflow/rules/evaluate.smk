@@ -1,0 +1,38 @@
+rule evaluate_method:
+    input:
+        dataset_inputs,
+        predictions=f"{DATA}/{{backbone}}/methods/{{method}}/predictions.csv",
+        meta=f"{DATA}/{{backbone}}/methods/{{method}}/predict_meta.json",
+    output:
+        per_pair=f"{DATA}/{{backbone}}/methods/{{method}}/pck_per_pair.csv",
+        summary=f"{DATA}/{{backbone}}/methods/{{method}}/pck_summary.csv",
+    params:
+        cfg=cfg_params("dataset", "evaluation", "image"),
+    log:
+        f"logs/evaluate_method/{D}/{{backbone}}/{{method}}.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/evaluate_method.py"
+
+
+rule aggregate_results:
+    input:
+        summaries=expand(f"{DATA}/{{{{backbone}}}}/methods/{{method}}/pck_summary.csv", method=config["methods"]),
+    output:
+        csv=f"{DATA}/{{backbone}}/pck_summary.csv",
+        md=f"{DATA}/{{backbone}}/pck_summary.md",
+        png=report(
+            f"{DATA}/{{backbone}}/pck_summary.png",
+            caption="../report/pck_summary.rst",
+            category="Evaluation",
+            labels={"dataset": D, "backbone": "{backbone}"},
+        ),
+    log:
+        f"logs/aggregate_results/{D}/{{backbone}}.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/aggregate_results.py"

@@ -1,0 +1,19 @@
+rule predict_nn:
+    input:
+        dataset_inputs,
+        features=rules.extract_features.output.store,
+    output:
+        predictions=f"{DATA}/{{backbone}}/methods/nn/predictions.csv",
+        meta=f"{DATA}/{{backbone}}/methods/nn/predict_meta.json",
+    params:
+        cfg=cfg_params("seed", "dataset", "nn", "evaluation"),
+        method="nn",
+    log:
+        f"logs/predict_nn/{D}/{{backbone}}.log",
+    benchmark:
+        f"benchmarks/predict_nn/{D}/{{backbone}}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/predict.py"
