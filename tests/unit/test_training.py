@@ -1,0 +1,84 @@
+"""The shared training loop: it learns, checkpoints every epoch, and resumes after a kill."""
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline_lib.training import TrainConfig, fit, latest_checkpoint
+
+
+def regression_problem():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+    return x, y
+
+
+def batches_of(x, y, bs=8):
+    def batches(epoch, gen):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), bs):
+            idx = order[i:i + bs]
+            yield x[idx], y[idx]
+    return batches
+
+
+def mse(model, batch):
+    xb, yb = batch
+    return ((model(xb) - yb) ** 2).mean()
+
+
+def test_loss_decreases_and_artifacts_are_written(tmp_path):
+    x, y = regression_problem()
+    model = nn.Linear(3, 1)
+    res = fit(model, mse, batches_of(x, y), TrainConfig(epochs=6, lr=0.05), tmp_path, torch.device("cpu"))
+    losses = [h["loss"] for h in res.history]
+    assert losses[-1] < 0.1 * losses[0]
+    rows = list(csv.DictReader((tmp_path / "train_log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
+    assert (tmp_path / "loss_curve.png").stat().st_size > 0
+    assert len(list((tmp_path / "checkpoints").glob("epoch_*.pt"))) == 6
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
+    x, y = regression_problem()
+    cfg = TrainConfig(epochs=5, lr=0.05, seed=3)
+    torch.manual_seed(0)
+    straight = nn.Linear(3, 1)
+    fit(straight, mse, batches_of(x, y), cfg, tmp_path / "a", torch.device("cpu"))
+
+    calls = {"n": 0}
+
+    def dying(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 8 * 3 + 2:  # killed in the middle of epoch 4
+            raise KeyboardInterrupt
+        return mse(model, batch)
+
+    torch.manual_seed(0)
+    killed = nn.Linear(3, 1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(killed, dying, batches_of(x, y), cfg, tmp_path / "b", torch.device("cpu"))
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints", cfg.fingerprint())["epoch"] == 2
+    torch.manual_seed(123)  # a fresh process: other global RNG state, other initial weights
+    resumed = nn.Linear(3, 1)
+    res = fit(resumed, mse, batches_of(x, y), cfg, tmp_path / "b", torch.device("cpu"))
+    assert res.resumed_from == 3 and res.epochs_run == 2
+    torch.testing.assert_close(resumed.weight, straight.weight)
+
+
+def test_corrupt_or_foreign_checkpoints_are_not_trusted(tmp_path):
+    x, y = regression_problem()
+    cfg = TrainConfig(epochs=2, lr=0.05)
+    fit(nn.Linear(3, 1), mse, batches_of(x, y), cfg, tmp_path, torch.device("cpu"))
+    (tmp_path / "checkpoints" / "epoch_0001.pt").write_bytes(b"torn")
+    assert latest_checkpoint(tmp_path / "checkpoints", cfg.fingerprint())["epoch"] == 0
+    assert latest_checkpoint(tmp_path / "checkpoints", TrainConfig(epochs=2, lr=0.01).fingerprint()) is None
+
+
+def test_diverging_loss_is_a_clear_error(tmp_path):
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        fit(nn.Linear(1, 1), lambda m, b: m(b).sum() * float("nan"), lambda e, g: [torch.ones(1, 1)],
+            TrainConfig(epochs=1), tmp_path, torch.device("cpu"))
