@@ -94,9 +94,17 @@ def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path
     else:
         raise ValueError(f"unknown method '{method}'; known: {sorted(PREDICTORS)}")
     preds, ms = predict_pairs(predictor, pairs, store, desc=f"{method}")
-    write_predictions(out_csv, preds)
-    write_meta(meta_json, cfg, method=method, params=params, ms_per_pair=ms, device=str(device),
-               n_pairs=len(pairs))
+    finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), **params)
+
+
+def finish_predictions(cfg: Mapping, method: str, preds: Mapping, ms_per_pair: float, out_csv: str | Path,
+                       meta_json: str | Path, **params) -> None:
+    """Write any method's predictions (pair_id -> (K, 2) original target pixels) and their sidecar.
+
+    Every method's predict rule ends here, so the evaluation rule is the same for all of them.
+    """
+    write_predictions(out_csv, dict(preds))
+    write_meta(meta_json, cfg, method=method, params=params, ms_per_pair=ms_per_pair, n_pairs=len(preds))
 
 
 def evaluate(cfg: Mapping, method: str, backbone: str, predictions: str | Path, predict_meta: str | Path,
@@ -118,5 +126,5 @@ def aggregate(method_summaries: Sequence[str | Path], csv_path, md_path, png_pat
     write_summary_tables(rows, csv_path, md_path, png_path)
 
 
-__all__ = ["generate_demo", "index_dataset", "extract", "predict", "evaluate", "aggregate", "load_dataset",
-           "config_json"]
+__all__ = ["generate_demo", "index_dataset", "extract", "predict", "finish_predictions", "evaluate", "aggregate",
+           "load_dataset", "eval_pairs", "write_meta", "config_json"]
