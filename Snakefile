@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/methods.smk"
+include: "workflow/rules/hpf.smk"
 include: "workflow/rules/evaluate.smk"
 
 

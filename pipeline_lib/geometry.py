@@ -18,9 +18,14 @@ def scale_points(kps: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, in
     return (kps + 0.5) * np.array([sx, sy]) - 0.5
 
 
-def cell_centres(h: int, w: int, image_hw: tuple[int, int], device=None, dtype=torch.float32) -> torch.Tensor:
+def cell_centres(h: int, w: int, image_hw: tuple[int, int], device=None, dtype=None) -> torch.Tensor:
     """(h*w, 2) xy image coordinates of the centres of an (h, w) feature grid, row-major."""
-    sy, sx = image_hw[0] / h, image_hw[1] / w
+    if min(h, w) < 0 or min(image_hw) <= 0:
+        raise ValueError(f"cell_centres: need h, w >= 0 and a positive image size; got h={h}, w={w}, "
+                         f"image_hw={tuple(image_hw)}")
+    dtype = dtype or torch.get_default_dtype()
+    sy, sx = (image_hw[0] / h if h else 0.0), (image_hw[1] / w if w else 0.0)
+    # (j + 0.5) cells in pixel-edge coordinates, minus half a pixel for pixel-centre coordinates
     ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * sy - 0.5
     xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) * sx - 0.5
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")

@@ -21,6 +21,7 @@ from .datasets import demo as demo_data
 from .evaluation import evaluate_predictions, oriented, read_predictions, summarise, write_predictions
 from .evaluation.summary import PER_PAIR_COLUMNS, SUMMARY_COLUMNS, read_csv, write_csv, write_summary_tables
 from .features import FeatureStore, extract_features
+from .hpf import stage as hpf_stage
 from .methods import PREDICTORS, predict_pairs
 from .provenance import provenance
 
@@ -82,7 +83,8 @@ def eval_pairs(cfg: Mapping, index: DatasetIndex):
     return ev, oriented(pairs, ev.direction)
 
 
-def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path, meta_json: str | Path) -> None:
+def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path, meta_json: str | Path,
+            search_json: str | Path | None = None) -> None:
     """Run a feature-based method on the evaluation pairs and write its predictions."""
     index = load_dataset(cfg)
     _, pairs = eval_pairs(cfg, index)
@@ -91,8 +93,10 @@ def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path
     if method == "nn":
         predictor = PREDICTORS["nn"](store, cfg["nn"]["layer"], device)
         params = {"layer": store.resolve_layer(cfg["nn"]["layer"])}
+    elif method in hpf_stage.METHODS:
+        predictor, params = hpf_stage.predictor(method, cfg, store, search_json, device)
     else:
-        raise ValueError(f"unknown method '{method}'; known: {sorted(PREDICTORS)}")
+        raise ValueError(f"unknown feature-based method '{method}'; known: nn, {', '.join(hpf_stage.METHODS)}")
     preds, ms = predict_pairs(predictor, pairs, store, desc=f"{method}")
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), **params)
 
@@ -118,6 +122,10 @@ def evaluate(cfg: Mapping, method: str, backbone: str, predictions: str | Path, 
              "ms_per_pair": round(float(meta.get("ms_per_pair", float("nan"))), 3)}
     write_csv(per_pair_csv, rows, PER_PAIR_COLUMNS)
     write_csv(summary_csv, summarise(rows, extra), SUMMARY_COLUMNS)
+
+
+def search_layers(cfg: Mapping, features, out_json, out_csv, out_png) -> None:
+    hpf_stage.search(cfg, features, out_json, out_csv, out_png, resolve_device(cfg["device"]))
 
 
 def aggregate(method_summaries: Sequence[str | Path], csv_path, md_path, png_path) -> None:

@@ -2,7 +2,7 @@
 keypoint transfer and beam search over layer sets. Pure tensor functions; see each module."""
 
 from .beam_search import BeamSearchResult, BeamStep, beam_search, decode_layers, encode_layers
-from .hyperpixel import build_hyperpixels, cell_centres, flatten_hyperpixels
+from .hyperpixel import build_hyperpixels, flatten_hyperpixels
 from .rhm import (
     HoughSpace,
     appearance_similarity,
@@ -26,7 +26,6 @@ __all__ = [
     "beam_search",
     "build_hough_space",
     "build_hyperpixels",
-    "cell_centres",
     "decode_layers",
     "encode_layers",
     "flatten_hyperpixels",

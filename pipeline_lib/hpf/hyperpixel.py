@@ -76,29 +76,3 @@ def flatten_hyperpixels(hyper: Tensor) -> Tensor:
         raise ValueError(f"flatten_hyperpixels: expected (C, h, w) or (B, C, h, w), got {tuple(hyper.shape)}")
     return hyper.flatten(-2).transpose(-1, -2)
 
-
-def cell_centres(
-    h: int,
-    w: int,
-    H: int,
-    W: int,
-    *,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Image-space xy centres of the cells of an ``(h, w)`` map over an ``(H, W)`` image.
-
-    Returns ``(h*w, 2)``, row-major (cell (i, j) at row ``i*w + j``). Follows the package
-    convention (``pipeline_lib/__init__.py``: pixel centres at integer coordinates), so cell
-    (i, j) is centred at ``((j + 0.5) * W / w - 0.5, (i + 0.5) * H / h - 0.5)``; in
-    continuous "pixel-edge" coordinates this is ``((j + 0.5) * W / w, (i + 0.5) * H / h)``.
-    """
-    if min(h, w) < 0 or min(H, W) <= 0:
-        raise ValueError(f"cell_centres: need h, w >= 0 and H, W > 0; got h={h}, w={w}, H={H}, W={W}")
-    dtype = dtype or torch.get_default_dtype()
-    # Half a pixel: converts cell-centre positions from pixel-edge to pixel-centre coordinates.
-    half = 0.5
-    xs = (torch.arange(w, dtype=dtype, device=device) + half) * (W / w if w else 0.0) - half
-    ys = (torch.arange(h, dtype=dtype, device=device) + half) * (H / h if h else 0.0) - half
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=-1)

@@ -34,12 +34,12 @@ def nn_predictor(store: FeatureStore, layer: str, device: torch.device) -> Predi
 
 
 def predict_pairs(predictor: Predictor, pairs: Sequence[Pair], store: FeatureStore,
-                  desc: str = "predict") -> tuple[dict[str, np.ndarray], float]:
+                  desc: str = "predict", progress: bool = True) -> tuple[dict[str, np.ndarray], float]:
     """Run ``predictor`` on every pair (coordinates converted to and from the feature store's resized
     images). Returns predictions in original target pixels (NaN for invalid keypoints) and ms per pair."""
     preds = {}
     t0 = time.perf_counter()
-    for p in tqdm(pairs, desc=desc, unit="pair"):
+    for p in tqdm(pairs, desc=desc, unit="pair", disable=not progress):
         s_orig, t_orig = store.original_hw(p.src), store.original_hw(p.trg)
         s_res, t_res = store.resized_hw(p.src), store.resized_hw(p.trg)
         out = np.full(p.trg_kps.shape, np.nan)

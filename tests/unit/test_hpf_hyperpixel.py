@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from pipeline_lib.hpf import build_hyperpixels, cell_centres, flatten_hyperpixels
+from pipeline_lib.geometry import cell_centres
+from pipeline_lib.hpf import build_hyperpixels, flatten_hyperpixels
 
 
 def _maps(generator, batch=None):
@@ -82,14 +83,14 @@ def test_flatten_is_row_major_like_cell_centres():
 
 def test_cell_centres_known_values():
     # 2x4 map over a 20x40 image: cells are 10x10 px; pixel centres at integers (package convention)
-    c = cell_centres(2, 4, 20, 40)
+    c = cell_centres(2, 4, (20, 40))
     assert c.shape == (8, 2)
     torch.testing.assert_close(c[0], torch.tensor([4.5, 4.5]))
     torch.testing.assert_close(c[1], torch.tensor([14.5, 4.5]))
     torch.testing.assert_close(c[4], torch.tensor([4.5, 14.5]))
     torch.testing.assert_close(c[7], torch.tensor([34.5, 14.5]))
     # a single cell sits at the image centre
-    torch.testing.assert_close(cell_centres(1, 1, 9, 5)[0], torch.tensor([2.0, 4.0]))
-    assert cell_centres(0, 4, 20, 40).shape == (0, 2)
+    torch.testing.assert_close(cell_centres(1, 1, (9, 5))[0], torch.tensor([2.0, 4.0]))
+    assert cell_centres(0, 4, (20, 40)).shape == (0, 2)
     with pytest.raises(ValueError):
-        cell_centres(2, 2, 0, 10)
+        cell_centres(2, 2, (0, 10))

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
+from pipeline_lib.geometry import cell_centres
 from pipeline_lib.hpf import (
     appearance_similarity,
     assign,
     build_hough_space,
     build_hyperpixels,
-    cell_centres,
     flatten_hyperpixels,
     hough_kernel,
     hough_votes,
@@ -59,7 +59,7 @@ def test_appearance_similarity_is_relu_cos_cubed():
 
 def test_rhm_fixes_repeated_pattern_that_fools_nn():
     src, trg, decoyed, valid, true_trg = _translated_pair_with_decoys()
-    pos = cell_centres(GRID, GRID, SIDE, SIDE)
+    pos = cell_centres(GRID, GRID, (SIDE, SIDE))
     nn = nn_match(src, trg)
     ours = assign(rhm(src, trg, pos, pos, (SIDE, SIDE)))
     nn_acc = (nn[decoyed] == true_trg[decoyed]).float().mean().item()
@@ -73,7 +73,7 @@ def test_identity_assignment_on_own_hyperpixels():
     g = torch.Generator().manual_seed(3)
     maps = [torch.randn(16, 12, 12, generator=g), torch.randn(32, 6, 6, generator=g)]
     feats = flatten_hyperpixels(build_hyperpixels(maps))
-    pos = cell_centres(12, 12, 48, 48)
+    pos = cell_centres(12, 12, (48, 48))
     identity = torch.arange(144)
     assert torch.equal(assign(rhm(feats, feats, pos, pos, (48, 48))), identity)
     assert torch.equal(nn_match(feats, feats), identity)
@@ -98,7 +98,7 @@ def test_offset_range_follows_both_image_sizes():
 def test_hough_maximum_in_bin_of_planted_offset(kernel, size):
     # (a wider box kernel turns an isolated peak into a plateau, so it has no unique maximum)
     src, trg, *_ = _translated_pair_with_decoys(seed=4)
-    pos = cell_centres(GRID, GRID, SIDE, SIDE)
+    pos = cell_centres(GRID, GRID, (SIDE, SIDE))
     space = build_hough_space(pos, pos, (SIDE, SIDE), n_bins_per_side=10, kernel_size=size, kernel=kernel)
     votes = hough_votes(appearance_similarity(src, trg), space)
     assert votes.shape == (10, 10)
@@ -108,7 +108,7 @@ def test_hough_maximum_in_bin_of_planted_offset(kernel, size):
 
 def test_hough_maximum_with_default_binning():
     src, trg, *_ = _translated_pair_with_decoys(seed=5)
-    pos = cell_centres(GRID, GRID, SIDE, SIDE)
+    pos = cell_centres(GRID, GRID, (SIDE, SIDE))
     space = build_hough_space(pos, pos, (SIDE, SIDE))
     votes = hough_votes(appearance_similarity(src, trg), space)
     planted = torch.tensor([SHIFT[0] * STRIDE, SHIFT[1] * STRIDE], dtype=torch.float32)
@@ -125,7 +125,7 @@ def test_votes_conserve_mass_with_unit_kernel():
 def test_batched_rhm_equals_per_pair():
     g = torch.Generator().manual_seed(5)
     src, trg = torch.randn(3, 36, 8, generator=g), torch.randn(3, 36, 8, generator=g)
-    pos = cell_centres(6, 6, 24, 24)
+    pos = cell_centres(6, 6, (24, 24))
     space = build_hough_space(pos, pos, (24, 24))
     batched = rhm_scores(src, trg, space)
     assert batched.shape == (3, 36, 36)
@@ -134,7 +134,7 @@ def test_batched_rhm_equals_per_pair():
 
 
 def test_dtype_follows_input_and_empty_inputs():
-    pos = cell_centres(3, 3, 12, 12, dtype=torch.float64)
+    pos = cell_centres(3, 3, (12, 12), dtype=torch.float64)
     feats = torch.randn(9, 4, dtype=torch.float64)
     assert rhm(feats, feats, pos, pos, (12, 12)).dtype == torch.float64
     empty = rhm(feats[:0], feats, pos[:0], pos, (12, 12))
@@ -144,7 +144,7 @@ def test_dtype_follows_input_and_empty_inputs():
 
 
 def test_shape_errors():
-    pos = cell_centres(3, 3, 12, 12)
+    pos = cell_centres(3, 3, (12, 12))
     feats = torch.randn(9, 4)
     with pytest.raises(ValueError):
         appearance_similarity(feats, torch.randn(9, 5))
@@ -162,7 +162,7 @@ def test_shape_errors():
 def test_precomputed_bins_equal_direct_offset_binning(grid):
     g = torch.Generator().manual_seed(6)
     if grid:
-        src_pos, trg_pos = cell_centres(9, 12, 36, 48), cell_centres(7, 5, 28, 20)
+        src_pos, trg_pos = cell_centres(9, 12, (36, 48)), cell_centres(7, 5, (28, 20))
     else:
         src_pos, trg_pos = torch.rand(40, 2, generator=g) * 48, torch.rand(30, 2, generator=g) * 20
     space = build_hough_space(src_pos, trg_pos, (36, 48), trg_image_size=(28, 20), n_bins_per_side=13)
@@ -175,7 +175,7 @@ def test_gradients_flow_and_match_no_grad_result():
     g = torch.Generator().manual_seed(7)
     src = torch.randn(16, 5, generator=g, dtype=torch.float64, requires_grad=True)
     trg = torch.randn(16, 5, generator=g, dtype=torch.float64)
-    pos = cell_centres(4, 4, 16, 16, dtype=torch.float64)
+    pos = cell_centres(4, 4, (16, 16), dtype=torch.float64)
     scores = rhm(src, trg, pos, pos, (16, 16))
     scores.sum().backward()
     assert src.grad is not None and torch.isfinite(src.grad).all()

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from pipeline_lib.hpf import cell_centres, transfer_keypoints
+from pipeline_lib.geometry import cell_centres
+from pipeline_lib.hpf import transfer_keypoints
 
 # 2x2 cells over a 16x16 image, centres at x, y in {3.5, 11.5} (package pixel-centre convention)
-SRC_POS = cell_centres(2, 2, 16, 16)
+SRC_POS = cell_centres(2, 2, (16, 16))
 RADIUS = 4.0
 
 

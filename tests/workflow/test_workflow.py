@@ -12,7 +12,8 @@ import yaml
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY = {"dataset": {"name": "tiny", "kind": "demo", "split": {"mode": "given"}},
         "demo": {"photos": ["chelsea", "coffee"], "images_per_category": 3, "image_size": 64},
-        "image": {"longer_side": 64}, "device": "cpu"}
+        "image": {"longer_side": 64}, "device": "cpu", "methods": ["nn", "hpf"],
+        "hpf": {"max_layers": 2, "beam_width": 2}}
 
 
 def snakemake(repo, workdir, *args, config=None):
@@ -27,8 +28,8 @@ def snakemake(repo, workdir, *args, config=None):
 def test_dry_run_of_the_default_config(repo, tmp_path):
     r = snakemake(repo, tmp_path, "-n")
     assert r.returncode == 0, r.stderr
-    for rule in ("generate_demo", "index_dataset", "extract_features", "predict_nn", "evaluate_method",
-                 "aggregate_results"):
+    for rule in ("generate_demo", "index_dataset", "extract_features", "predict_nn", "search_hyperpixel_layers",
+                 "predict_hpf", "evaluate_method", "aggregate_results"):
         assert f"rule {rule}:" in r.stdout + r.stderr
 
 
@@ -55,15 +56,19 @@ def test_tiny_run_writes_the_result_contract(tiny_run):
                 "n_keypoints"):
         assert col in rows[0]
     overall = [r for r in rows if r["category"] == "all"]
-    assert [float(r["alpha"]) for r in overall] == [0.05, 0.1, 0.15]
-    assert all(r["method"] == "nn" and int(r["n_pairs"]) == 4 for r in overall)  # 2 test pairs per category
-    pcks = [float(r["pck_per_pair"]) for r in overall]
+    assert [float(r["alpha"]) for r in overall] == [0.05, 0.1, 0.15] * 2
+    assert [r["method"] for r in overall] == ["nn"] * 3 + ["hpf"] * 3  # config order
+    assert all(int(r["n_pairs"]) == 4 for r in overall)  # 2 test pairs per category
+    pcks = [float(r["pck_per_pair"]) for r in overall if r["method"] == "nn"]
     assert pcks == sorted(pcks) and pcks[-1] > 0
     assert (base / "pck_summary.md").read_text().startswith("| method |")
     meta = json.loads((base / "methods" / "nn" / "predict_meta.json").read_text())
     assert meta["seed"] == 0 and meta["config"]["dataset"]["name"] == "tiny"
     per_pair = list(csv.DictReader((base / "methods" / "nn" / "pck_per_pair.csv").open()))
     assert len(per_pair) == 4 * 3
+    search = json.loads((base / "hpf" / "search.json").read_text())
+    assert 1 <= len(search["best_layers"]) <= 2 and search["n_pairs"] == 2  # one val pair per category
+    assert (base / "hpf" / "search_trace.png").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -1,0 +1,147 @@
+"""Workflow stages of Hyperpixel Flow: the layer search and the predictors of the hpf methods.
+
+Methods (all on the same cached features):
+- ``hpf``: RHM on the searched hyperpixel layers (the paper's method);
+- ``hpf_nn``: plain NN on the same hyperpixels (ablation: what RHM adds);
+- ``hpf_single``: RHM on the best single layer of the search's first step (ablation: what the set adds);
+- ``nn_best_layer``: the NN baseline on its best single layer on the validation pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+from ..atomic import atomic_path, write_text
+from ..config import EvalConfig, section
+from ..evaluation.summary import write_csv
+from ..features import FeatureStore
+from ..methods import Predictor, nn_predictor
+from ..provenance import provenance
+from .beam_search import encode_layers
+from .matcher import HyperpixelMatcher, MatchParams
+from .search import run_search, search_space, single_layer_nn_scores
+
+log = logging.getLogger(__name__)
+METHODS = ("hpf", "hpf_nn", "hpf_single", "nn_best_layer")
+
+
+@dataclass(frozen=True)
+class HPFConfig:
+    layers: object = "search"
+    beam_width: int = 4  # Min et al. Sec. 5.1
+    max_layers: int = 8  # Min et al. Sec. 5.1
+    min_base_stride: float = 8.0
+    max_base_stride: float = 16.0
+    search_alpha: float = 0.1
+    search_split: str = "val"
+    max_search_pairs: int = 0
+    n_bins_per_side: int = 91
+    kernel_size: int = 7
+    exponent: float = 3.0
+    transfer_radius_px: float | None = None
+
+    def match_params(self) -> MatchParams:
+        return MatchParams(self.n_bins_per_side, self.kernel_size, self.exponent, self.transfer_radius_px)
+
+
+def hpf_config(cfg: Mapping) -> HPFConfig:
+    return section(HPFConfig, cfg["hpf"])
+
+
+def search(cfg: Mapping, features: str | Path, out_json: str | Path, out_csv: str | Path, out_png: str | Path,
+           device) -> None:
+    """Beam-search the layer set on the validation split and record the whole trace."""
+    from ..evaluation import oriented
+    from ..stages import load_dataset
+
+    hc = hpf_config(cfg)
+    ev = section(EvalConfig, cfg["evaluation"])
+    index = load_dataset(cfg)
+    pairs = [p for p in index.pairs if p.split == hc.search_split]
+    test_ids = {p.pair_id for p in index.pairs if ev.split in (p.split, "all")}
+    if not pairs:
+        raise ValueError(f"no '{hc.search_split}' pairs to search hyperpixel layers on in dataset {index.name}; "
+                         f"set dataset.split (e.g. mode: image_disjoint, val_fraction: 0.3) or give hpf.layers.")
+    if hc.search_split == ev.split or {p.pair_id for p in pairs} & test_ids:
+        raise ValueError(f"hpf.search_split '{hc.search_split}' overlaps the evaluation split '{ev.split}'; "
+                         f"the layer search must never see test pairs.")
+    if hc.max_search_pairs:
+        pairs = pairs[:hc.max_search_pairs]
+    pairs = oriented(pairs, ev.direction)
+    store = FeatureStore(features)
+    matcher = HyperpixelMatcher(store, device, hc.match_params())
+    record: dict = {"search_split": hc.search_split, "n_pairs": len(pairs), "alpha": hc.search_alpha,
+                    "threshold": ev.threshold, "layer_names": store.layer_names}
+    if hc.layers == "search":
+        space = search_space(store.layers, hc.min_base_stride, hc.max_base_stride)
+        result = run_search(matcher, pairs, index.images, ev, hc.search_alpha, space, hc.beam_width, hc.max_layers)
+        best, best_score = result.best, result.best_score
+        first = result.trace[0].kept[0]
+        record.update(base_candidates=[store.layer_names[i] for i in space.base_candidates],
+                      n_evaluations=result.n_evaluations,
+                      trace=[{"n_layers": st.n_layers,
+                              "evaluated": [[matcher.layer_names(s), sc] for s, sc in st.evaluated],
+                              "kept": [[matcher.layer_names(s), sc] for s, sc in st.kept]} for st in result.trace],
+                      best_single_rhm=matcher.layer_names(first[0]), best_single_rhm_score=first[1])
+    else:
+        best = tuple(store.layer_names.index(n) for n in hc.layers)
+        best_score = float("nan")
+        record.update(trace=[], best_single_rhm=[store.layer_names[best[0]]], best_single_rhm_score=best_score)
+    nn_scores = single_layer_nn_scores(store, pairs, index.images, ev, hc.search_alpha, device)
+    record.update(best_layers=matcher.layer_names(best), best_layers_id=encode_layers(best), best_score=best_score,
+                  nn_single_layer_scores=nn_scores, best_nn_layer=max(nn_scores, key=nn_scores.get),
+                  hpf=asdict(hc), **provenance(cfg, cfg["seed"]))
+    rows = [{"step": st["n_layers"], "layers": "+".join(s), "score": round(sc, 4),
+             "kept": s in [k for k, _ in st["kept"]]} for st in record.get("trace", []) for s, sc in st["evaluated"]]
+    write_csv(out_csv, rows, ("step", "layers", "score", "kept"))
+    write_text(out_json, json.dumps(record, indent=2, default=str))
+    plot_trace(record, out_png)
+    log.info("best layers %s (val PCK@%g %.2f); best single NN layer %s", record["best_layers"], hc.search_alpha,
+             best_score, record["best_nn_layer"])
+
+
+def plot_trace(record: Mapping, path: str | Path) -> None:
+    """Every evaluated set's validation PCK per search step, the beam, the best set, and single-layer NN."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1.2, 1]})
+    for st in record.get("trace", []):
+        ys = [sc for _, sc in st["evaluated"]]
+        ax.scatter([st["n_layers"]] * len(ys), ys, s=10, color="0.6")
+        ax.scatter([st["n_layers"]] * len(st["kept"]), [sc for _, sc in st["kept"]], s=18, color="C0")
+    if record.get("trace"):
+        best_by_step = [max(sc for _, sc in st["kept"]) for st in record["trace"]]
+        ax.plot(range(1, len(best_by_step) + 1), best_by_step, color="C0", label="beam best")
+    ax.set_xlabel("layers in set")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel(f"val PCK@{record['alpha']} (%)")
+    ax.set_title("best: " + "+".join(record["best_layers"]), fontsize=8)
+    ax.legend(loc="lower right")
+    names = list(record["nn_single_layer_scores"])
+    ax2.bar(range(len(names)), [record["nn_single_layer_scores"][n] for n in names], color="C1")
+    ax2.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax2.set_title("single-layer NN on the validation pairs", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def predictor(method: str, cfg: Mapping, store: FeatureStore, search_json: str | Path, device) -> tuple[Predictor, dict]:
+    """The predictor of one of METHODS, from the search record."""
+    record = json.loads(Path(search_json).read_text())
+    hc = hpf_config(cfg)
+    if method == "nn_best_layer":
+        return nn_predictor(store, record["best_nn_layer"], device), {"layer": record["best_nn_layer"]}
+    names = record["best_layers"] if method in ("hpf", "hpf_nn") else record["best_single_rhm"]
+    layers = tuple(store.layer_names.index(n) for n in names)
+    matcher = HyperpixelMatcher(store, device, hc.match_params())
+    kind = "nn" if method == "hpf_nn" else "rhm"
+    return (lambda s, t, k: matcher.transfer(s, t, k, layers, kind)), {"layers": names, "matcher": kind}

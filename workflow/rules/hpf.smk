@@ -1,0 +1,49 @@
+rule search_hyperpixel_layers:
+    input:
+        dataset_inputs,
+        features=rules.extract_features.output.store,
+    output:
+        record=f"{DATA}/{{backbone}}/hpf/search.json",
+        trace=f"{DATA}/{{backbone}}/hpf/search_trace.csv",
+        plot=report(
+            f"{DATA}/{{backbone}}/hpf/search_trace.png",
+            caption="../report/search_trace.rst",
+            category="Hyperpixel Flow",
+            labels={"dataset": D, "backbone": "{backbone}"},
+        ),
+    params:
+        cfg=cfg_params("seed", "dataset", "hpf", "evaluation"),
+    log:
+        f"logs/search_hyperpixel_layers/{D}/{{backbone}}.log",
+    benchmark:
+        f"benchmarks/search_hyperpixel_layers/{D}/{{backbone}}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1 if config["device"] == "cuda" else 0,
+    script:
+        "../scripts/search_hyperpixel_layers.py"
+
+
+rule predict_hpf:
+    input:
+        dataset_inputs,
+        features=rules.extract_features.output.store,
+        search=rules.search_hyperpixel_layers.output.record,
+    output:
+        predictions=f"{DATA}/{{backbone}}/methods/{{method}}/predictions.csv",
+        meta=f"{DATA}/{{backbone}}/methods/{{method}}/predict_meta.json",
+    wildcard_constraints:
+        method="hpf|hpf_nn|hpf_single|nn_best_layer",
+    params:
+        cfg=cfg_params("seed", "dataset", "hpf", "evaluation"),
+    log:
+        f"logs/predict_hpf/{D}/{{backbone}}/{{method}}.log",
+    benchmark:
+        f"benchmarks/predict_hpf/{D}/{{backbone}}/{{method}}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1 if config["device"] == "cuda" else 0,
+    script:
+        "../scripts/predict_hpf.py"
