@@ -6,6 +6,7 @@ can also be run, tested and debugged without Snakemake.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -33,6 +34,17 @@ def dataset_root(cfg: Mapping) -> Path:
     if cfg["dataset"]["kind"] == "demo":
         return Path(cfg["results_dir"]) / cfg["dataset"]["name"] / "data"
     return Path(cfg["dataset"]["root"])
+
+
+def feature_key(cfg: Mapping) -> str:
+    """Name of the feature cache of a dataset: shared by every config that reads the same images at
+    the same resolution (e.g. pf-willow and pf-willow-split), so features are never computed twice."""
+    d = cfg["dataset"]
+    if d["kind"] == "demo":
+        return d["name"]
+    ident = json.dumps({"root": str(Path(d["root"]).resolve()), "pairs_csv": d["pairs_csv"],
+                        "on_bad_pair": d["on_bad_pair"]}, sort_keys=True)
+    return f"{d['kind']}-{hashlib.sha1(ident.encode()).hexdigest()[:10]}"
 
 
 def load_dataset(cfg: Mapping) -> DatasetIndex:

@@ -77,12 +77,13 @@ def test_rerun_recomputes_nothing_and_forcerun_only_what_depends(repo, tiny_run)
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
     base = tiny_run / "results" / "tiny"
     data_mtime = (base / "data" / "pairs.csv").stat().st_mtime_ns
-    feat_mtime = (base / "efficientnet_lite0" / "features.zarr" / "zarr.json").stat().st_mtime_ns
+    feat_store = tiny_run / "results" / "features" / "tiny" / "64px-float32" / "efficientnet_lite0.zarr"
+    feat_mtime = (feat_store / "zarr.json").stat().st_mtime_ns
     pred_mtime = (base / "efficientnet_lite0" / "methods" / "nn" / "predictions.csv").stat().st_mtime_ns
     r = snakemake(repo, tiny_run, "--forcerun", "predict_nn", config=TINY)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (base / "data" / "pairs.csv").stat().st_mtime_ns == data_mtime
-    assert (base / "efficientnet_lite0" / "features.zarr" / "zarr.json").stat().st_mtime_ns == feat_mtime
+    assert (feat_store / "zarr.json").stat().st_mtime_ns == feat_mtime
     assert (base / "efficientnet_lite0" / "methods" / "nn" / "predictions.csv").stat().st_mtime_ns > pred_mtime
     log = r.stdout + r.stderr
     assert "rule evaluate_method:" in log and "rule aggregate_results:" in log

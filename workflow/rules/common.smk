@@ -1,9 +1,14 @@
 # Path builders and target lists; no science here.
 import json
 
+from pipeline_lib.stages import feature_key
+
 R = config["results_dir"]
 D = config["dataset"]["name"]
 DATA = f"{R}/{D}"
+# Features are cached per image set and resolution, not per config: configs over the same images share them.
+FEAT_ID = f"{feature_key(config)}/{config['image']['longer_side']}px-{config['features']['dtype']}"
+FEAT = f"{R}/features/{FEAT_ID}"
 
 
 wildcard_constraints:
@@ -11,14 +16,24 @@ wildcard_constraints:
     method="[A-Za-z0-9_+.-]+",
 
 
-def cfg_params(*keys):
-    """The config sections a rule depends on, as one canonical string (a params rerun trigger)."""
-    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+def cfg_params(*keys, dataset_keys=None):
+    """The config sections a rule depends on, as one canonical string (a params rerun trigger).
+
+    ``dataset_keys`` narrows the dataset section to the keys that matter to the rule."""
+    picked = {k: config[k] for k in keys}
+    if dataset_keys is not None:
+        picked["dataset"] = {k: config["dataset"][k] for k in dataset_keys}
+    return json.dumps(picked, sort_keys=True)
 
 
 def dataset_inputs(wildcards=None):
     """The generated demo is an input of every stage that reads the dataset; real data lives outside."""
     return [f"{DATA}/data"] if config["dataset"]["kind"] == "demo" else []
+
+
+def pair_inputs(wildcards=None):
+    """Stages that read pairs also depend on the validated pair index (bad data stops there)."""
+    return dataset_inputs() + [f"{DATA}/index/pairs.csv"]
 
 
 def final_outputs():

@@ -1,6 +1,6 @@
 rule evaluate_method:
     input:
-        dataset_inputs,
+        pair_inputs,
         predictions=f"{DATA}/{{backbone}}/methods/{{method}}/predictions.csv",
         meta=f"{DATA}/{{backbone}}/methods/{{method}}/predict_meta.json",
     output:

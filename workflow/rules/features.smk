@@ -1,15 +1,14 @@
 rule extract_features:
     input:
         dataset_inputs,
-        pairs=rules.index_dataset.output.pairs,
     output:
-        store=directory(f"{DATA}/{{backbone}}/features.zarr"),
+        store=directory(f"{FEAT}/{{backbone}}.zarr"),
     params:
-        cfg=cfg_params("seed", "dataset", "image", "features", "weights"),
+        cfg=cfg_params("image", "features", "weights", dataset_keys=("kind", "root", "pairs_csv")),
     log:
-        f"logs/extract_features/{D}/{{backbone}}.log",
+        f"logs/extract_features/{FEAT_ID}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/extract_features/{D}/{{backbone}}.tsv"
+        f"benchmarks/extract_features/{FEAT_ID}/{{backbone}}.tsv"
     threads: 2
     resources:
         mem_mb=8000,

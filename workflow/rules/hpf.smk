@@ -1,6 +1,6 @@
 rule search_hyperpixel_layers:
     input:
-        dataset_inputs,
+        pair_inputs,
         features=rules.extract_features.output.store,
     output:
         record=f"{DATA}/{{backbone}}/hpf/search.json",
@@ -27,7 +27,7 @@ rule search_hyperpixel_layers:
 
 rule predict_hpf:
     input:
-        dataset_inputs,
+        pair_inputs,
         features=rules.extract_features.output.store,
         search=rules.search_hyperpixel_layers.output.record,
     output:

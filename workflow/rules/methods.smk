@@ -1,6 +1,6 @@
 rule predict_nn:
     input:
-        dataset_inputs,
+        pair_inputs,
         features=rules.extract_features.output.store,
     output:
         predictions=f"{DATA}/{{backbone}}/methods/nn/predictions.csv",
