@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CORES  ?= 2
 CONFIG ?= config/config.yaml
 
-.PHONY: venv run test test-quick pf-willow report bench clean
+.PHONY: venv run test test-quick pf-willow pf-willow-split readme-results report bench clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,15 @@ test-quick: venv
 pf-willow: venv
 	$(BIN)/snakemake --cores $(CORES) --configfile config/pf-willow.yaml
 	@$(BIN)/python -m pipeline_lib summary --configfile config/pf-willow.yaml
+
+## PF-WILLOW with an image-disjoint train/val/test split (layer search, trained methods).
+pf-willow-split: venv
+	$(BIN)/snakemake --cores $(CORES) --configfile config/pf-willow-split.yaml
+	@$(BIN)/python -m pipeline_lib summary --configfile config/pf-willow-split.yaml
+
+## Regenerate README.md's results section from the result files.
+readme-results: venv
+	$(BIN)/python -m pipeline_lib readme-results
 
 ## Self-contained HTML report of the last run.
 report: venv

@@ -4,8 +4,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-# The embedded default, found next to this Snakefile whatever the working directory (-d).
-configfile: f"{workflow.basedir}/config/config.yaml"
+# The embedded default, found next to this Snakefile whatever the working directory (-d). A config
+# given with --configfile replaces it (no silent merge of the demo's settings into another dataset).
+if not workflow.overwrite_configfiles:
+
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 validate(config, "config/schema.yaml")

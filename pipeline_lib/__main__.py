@@ -18,7 +18,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--groups", type=int, default=5, help="how many sub-groups to list per group")
     s = sub.add_parser("summary", help="print the result tables of a finished run")
     s.add_argument("--configfile", default="config/config.yaml")
+    r = sub.add_parser("readme-results", help="regenerate README.md's results section from the result files")
+    r.add_argument("configs", nargs="*", default=["config/config.yaml", "config/pf-willow.yaml",
+                                                   "config/pf-willow-split.yaml"])
+    r.add_argument("--readme", default="README.md")
     args = parser.parse_args(argv)
+
+    if args.command == "readme-results":
+        from .readme_results import update_readme
+
+        update_readme(args.readme, args.configs)
+        print(f"updated the results section of {args.readme} from {', '.join(args.configs)}")
+        return 0
 
     if args.command == "inspect":
         from .inspect import describe, save_feature_picture
