@@ -14,11 +14,15 @@ if not workflow.overwrite_configfiles:
 validate(config, "config/schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/methods.smk"
 include: "workflow/rules/hpf.smk"
+include: "workflow/rules/manifold.smk"
 include: "workflow/rules/evaluate.smk"
 
 

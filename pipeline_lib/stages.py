@@ -47,6 +47,18 @@ def feature_key(cfg: Mapping) -> str:
     return f"{d['kind']}-{hashlib.sha1(ident.encode()).hexdigest()[:10]}"
 
 
+def categories(cfg: Mapping) -> list[str]:
+    """Category names, known before any job runs (one manifold job per category)."""
+    d = cfg["dataset"]
+    if d["kind"] == "demo":
+        return sorted(cfg["demo"]["photos"])
+    root = Path(d["root"])
+    sub = {"pf-willow": root, "pf-pascal": root / "Annotations", "spair": root / "JPEGImages"}[d["kind"]]
+    if not sub.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {sub}; set dataset.root to the {d['kind']} release.")
+    return sorted(p.name for p in sub.iterdir() if p.is_dir())
+
+
 def load_dataset(cfg: Mapping) -> DatasetIndex:
     d = cfg["dataset"]
     return open_dataset(d["kind"], dataset_root(cfg), name=d["name"], pairs_csv=d["pairs_csv"],
@@ -140,10 +152,33 @@ def search_layers(cfg: Mapping, features, out_json, out_csv, out_png) -> None:
     hpf_stage.search(cfg, features, out_json, out_csv, out_png, resolve_device(cfg["device"]))
 
 
-def aggregate(method_summaries: Sequence[str | Path], csv_path, md_path, png_path) -> None:
-    """Concatenate every method's summary into the result contract pck_summary.csv (+ Markdown, plot)."""
+def learn_manifold(cfg: Mapping, category: str, features, out_store, out_kfd, out_labels_png, out_conv_png) -> None:
+    from .manifold.stage import learn
+
+    learn(cfg, category, features, out_store, out_kfd, out_labels_png, out_conv_png)
+
+
+def summarise_manifold(stores: Sequence[str | Path], out_csv: str | Path) -> None:
+    """One row per category: iterations, convergence, time, keypoint-label agreement raw vs learned."""
+    import zarr
+
+    rows = []
+    for path in stores:
+        root = zarr.open_group(str(path), mode="r")
+        a = dict(root.attrs)
+        agree = a["keypoint_label_agreement"]
+        rows.append({"category": a["category"], "n_images": len(a["image_ids"]), "grid": a["grid_size"],
+                     "n_iter": a["n_iter"], "converged": a["converged"],
+                     "seconds": round(float(sum(root["iteration_seconds"][:][1:])), 2),
+                     "agreement_raw_hac": round(agree[0], 4), "agreement_learned": round(agree[-1], 4)})
+    write_csv(out_csv, rows, ("category", "n_images", "grid", "n_iter", "converged", "seconds",
+                              "agreement_raw_hac", "agreement_learned"))
+
+
+def aggregate(method_summaries: Sequence[str | Path], csv_path, md_path, png_path, html_path=None) -> None:
+    """Concatenate every method's summary into the result contract pck_summary.csv (+ Markdown, plot, HTML)."""
     rows = [r for path in method_summaries for r in read_csv(path)]
-    write_summary_tables(rows, csv_path, md_path, png_path)
+    write_summary_tables(rows, csv_path, md_path, png_path, html_path)
 
 
 __all__ = ["generate_demo", "index_dataset", "extract", "predict", "finish_predictions", "evaluate", "aggregate",

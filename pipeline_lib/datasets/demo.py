@@ -224,7 +224,13 @@ def load(root: str | Path, name: str = "demo", pairs_csv: str = "", on_bad_pair:
     return index
 
 
-def load_flow(flow_store: str | Path, pair_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact dense flow (H, W, 2) and its validity (H, W) of the demo pair number ``pair_index``."""
-    g = zarr.open_group(str(flow_store), mode="r")[f"p{pair_index:05d}"]
+def load_flow(flow_store: str | Path, pair: int | str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact dense flow (H, W, 2) and its validity (H, W) of a demo pair (its number or its pair_id)."""
+    root = zarr.open_group(str(flow_store), mode="r")
+    if isinstance(pair, str):
+        ids = list(root.attrs["pair_ids"])
+        if pair not in ids:
+            raise KeyError(f"pair {pair} has no exact flow in {flow_store}")
+        pair = ids.index(pair)
+    g = root[f"p{pair:05d}"]
     return g["flow"][:], g["valid"][:]

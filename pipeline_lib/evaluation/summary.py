@@ -100,11 +100,25 @@ def markdown_table(summary: Sequence[Mapping]) -> str:
 
 
 def write_summary_tables(summary: Sequence[Mapping], csv_path: str | Path, md_path: str | Path,
-                         png_path: str | Path | None = None) -> None:
+                         png_path: str | Path | None = None, html_path: str | Path | None = None) -> None:
     write_csv(csv_path, summary, SUMMARY_COLUMNS)
     write_text(md_path, markdown_table(summary))
     if png_path is not None:
         plot_summary(summary, png_path)
+    if html_path is not None:
+        write_text(html_path, html_table(summary))
+
+
+def html_table(summary: Sequence[Mapping]) -> str:
+    """The full summary as a standalone HTML table (shown inline by ``snakemake --report``)."""
+    from html import escape
+
+    head = "".join(f"<th>{escape(c)}</th>" for c in SUMMARY_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(r.get(c, '')))}</td>" for c in SUMMARY_COLUMNS) + "</tr>"
+                   for r in summary)
+    style = "table{border-collapse:collapse;font:12px sans-serif}td,th{border:1px solid #ccc;padding:2px 6px}"
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" \
+           f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n"
 
 
 def plot_summary(summary: Sequence[Mapping], path: str | Path) -> None:

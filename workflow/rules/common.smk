@@ -1,7 +1,7 @@
 # Path builders and target lists; no science here.
 import json
 
-from pipeline_lib.stages import feature_key
+from pipeline_lib.stages import categories, feature_key
 
 R = config["results_dir"]
 D = config["dataset"]["name"]
@@ -36,8 +36,15 @@ def pair_inputs(wildcards=None):
     return dataset_inputs() + [f"{DATA}/index/pairs.csv"]
 
 
+def manifold_outputs(backbone):
+    return expand(f"{DATA}/{backbone}/manifold/{{category}}/manifold.zarr", category=categories(config))
+
+
 def final_outputs():
     out = []
+    if config["manifold"]["run"]:
+        out += [f"{DATA}/{b}/manifold/summary.csv" for b in config["backbones"]]
+        out += [f"{DATA}/{b}/pseudo_flow/quality_summary.csv" for b in config["backbones"]]
     for b in config["backbones"]:
         out += [f"{DATA}/{b}/pck_summary.csv", f"{DATA}/{b}/pck_summary.md", f"{DATA}/{b}/pck_summary.png"]
     return out

@@ -5,7 +5,13 @@ rule evaluate_method:
         meta=f"{DATA}/{{backbone}}/methods/{{method}}/predict_meta.json",
     output:
         per_pair=f"{DATA}/{{backbone}}/methods/{{method}}/pck_per_pair.csv",
-        summary=f"{DATA}/{{backbone}}/methods/{{method}}/pck_summary.csv",
+        summary=report(
+            f"{DATA}/{{backbone}}/methods/{{method}}/pck_summary.csv",
+            caption="../report/method_summary.rst",
+            category="Evaluation",
+            subcategory="Per method",
+            labels={"dataset": D, "backbone": "{backbone}", "method": "{method}"},
+        ),
     params:
         cfg=cfg_params("dataset", "evaluation", "image"),
     log:
@@ -27,7 +33,15 @@ rule aggregate_results:
             f"{DATA}/{{backbone}}/pck_summary.png",
             caption="../report/pck_summary.rst",
             category="Evaluation",
-            labels={"dataset": D, "backbone": "{backbone}"},
+            subcategory="Summary",
+            labels={"dataset": D, "backbone": "{backbone}", "what": "plot"},
+        ),
+        html=report(
+            f"{DATA}/{{backbone}}/pck_summary.html",
+            caption="../report/pck_summary_table.rst",
+            category="Evaluation",
+            subcategory="Summary",
+            labels={"dataset": D, "backbone": "{backbone}", "what": "table"},
         ),
     log:
         f"logs/aggregate_results/{D}/{{backbone}}.log",

@@ -1,0 +1,445 @@
+"""Gaur et al. (2017) Algorithm 1: manifold learning and label refinement for one category.
+
+``run_manifold`` takes the conv features of every image of one category, (n_img, h, w, C), and
+alternates (Gaur et al. Sec. 3-4):
+
+0. L2-normalise every location's feature (Sec. 3 and 6); initial SOP labels = HAC of the raw
+   features (Sec. 3: "an identity matrix as the embedding"); this is iteration 0;
+1. fit a kernel Fisher discriminant (polynomial kernel) on the current labels and project all
+   features (Eq. 3-4); the number of discriminants is capped at (number of labels - 1);
+2. HAC (Ward, k clusters) in the embedding; Gaussian SOP model per cluster (Eq. 5-6);
+3. unary cost ``-log p(c | f)`` (Eq. 7), geodesic pairwise cost from the HAC label maps of this
+   iteration (Eq. 8), multi-label graph cut of every image (Eq. 9) -> the refined labels;
+4. stop when the SOP models stop changing (``model_change < tol``), when the refined labels are
+   identical to the previous ones (a fixed point: every later step would repeat), or after
+   ``max_iter`` iterations.
+
+Model change across iterations: each iteration fits a new KFD, so embeddings of two iterations
+may differ by an orthogonal transform (the discriminant subspace is only defined up to a
+rotation within its whitened metric). Before comparing, the new models are rotated onto the
+previous embedding with orthogonal Procrustes on the projected training features (Ward HAC,
+the Gaussians and the unary costs are all invariant to such a rotation, so this changes nothing
+but the comparison). See :func:`pipeline_lib.manifold.sop_model.model_change`.
+
+Scaling (see the docstrings of the building blocks): KFD is exact up to ``n_anchors`` samples
+and a Nystroem approximation with ``n_anchors`` anchor points beyond; HAC is exact Ward on a
+random sample of ``max_hac_samples`` vectors plus nearest-centroid assignment of the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from scipy.linalg import orthogonal_procrustes
+from scipy.optimize import linear_sum_assignment
+
+from .clustering import DEFAULT_MAX_HAC_SAMPLES, scalable_ward
+from .graphcut import geodesic_pairwise, refine_labels_batch
+from .kfd import KernelFisherDiscriminant
+from .sop_model import SOPModels, fit_sop_models, model_change, rotate_sop_models, unary_costs
+
+__all__ = [
+    "ManifoldConfig",
+    "ManifoldResult",
+    "run_manifold",
+    "keypoint_label_agreement",
+    "l2_normalize",
+    "fraction_changed",
+]
+
+logger = logging.getLogger(__name__)
+
+_KERNELS = ("poly", "linear")
+_SOLVERS = ("exact", "nystroem", "auto")
+# Label maps are stored as int16.
+_MAX_LABELS = np.iinfo(np.int16).max
+# Features with a smaller L2 norm are left at zero by the normalisation.
+_NORM_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class ManifoldConfig:
+    """Parameters of Algorithm 1 (one frozen dataclass per config section, see style.md)."""
+
+    # Gaur et al. Sec. 3 and 6: k = 15 clusters, "the same number as the expected semantic object parts".
+    n_clusters: int = 15
+    # Gaur et al. Sec. 3: 32 discriminants. A Fisher discriminant of k classes has at most k - 1,
+    # so with k = 15 the effective number is 14 (capped with a warning).
+    n_components: int = 32
+    # Gaur et al. Sec. 3: polynomial kernel; degree, offset and scale are not given (our choice).
+    kernel: str = "poly"
+    kernel_degree: int = 2
+    kernel_coef0: float = 1.0
+    # Features are L2-normalised, so <x, y> is a cosine in [-1, 1]; gamma = 1 keeps it unscaled
+    # (scikit-learn's default 1 / n_features would make the kernel nearly constant).
+    kernel_gamma: float = 1.0
+    # Relative Tikhonov regulariser of the within-class scatter (Mika et al. 1999; our value).
+    kfd_reg: float = 1e-3
+    # "auto": exact KFD up to n_anchors samples, Nystroem beyond (stack.md: exact is O(n^2)).
+    kfd_solver: str = "auto"
+    # Nystroem anchor points (approximation; our choice, memory O(n_anchors^2 + chunk * n_anchors)).
+    n_anchors: int = 2000
+    # Largest sample clustered exactly by Ward HAC; the rest go to the nearest centroid.
+    max_hac_samples: int = DEFAULT_MAX_HAC_SAMPLES
+    # Added to every SOP covariance (the embedding has unit within-class variance; our value).
+    cov_reg: float = 1e-3
+    # w of Gaur et al. Eq. 9 (value not given in the paper; ours, chosen on synthetic categories).
+    pairwise_weight: float = 2.0
+    # sigma of Gaur et al. Eq. 8, in units of the longer grid side (value not given; ours, chosen
+    # on synthetic categories: 0.5 smoothed too little).
+    sigma: float = 1.0
+    # Weight of diagonal grid edges (Sec. 4: plain 8-connectivity, so 1).
+    diagonal_weight: float = 1.0
+    # Convergence: stop when model_change < tol (Algorithm 1 "until SOP model unchanged").
+    tol: float = 1e-2
+    max_iter: int = 10
+    # Seeds anchor sampling and HAC sampling (the same seed every iteration).
+    seed: int = 0
+    # Run PyGCO in a worker process so a C-level abort cannot kill the caller.
+    isolate_graphcut: bool = True
+
+    def __post_init__(self) -> None:
+        def _int(name: str, lo: int, hi: int | None = None) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+            if v < lo or (hi is not None and v > hi):
+                raise ValueError(f"{name} must be in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
+
+        def _real(name: str, lo: float, strict: bool = False) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+            if v < lo or (strict and v == lo):
+                raise ValueError(f"{name} must be {'>' if strict else '>='} {lo}, got {v}")
+
+        _int("n_clusters", 2, _MAX_LABELS)
+        _int("n_components", 1)
+        if self.kernel not in _KERNELS:
+            raise ValueError(f"kernel must be one of {_KERNELS}, got {self.kernel!r}")
+        _int("kernel_degree", 1)
+        _real("kernel_coef0", 0.0)
+        _real("kernel_gamma", 0.0, strict=True)
+        _real("kfd_reg", 0.0)
+        if self.kfd_solver not in _SOLVERS:
+            raise ValueError(f"kfd_solver must be one of {_SOLVERS}, got {self.kfd_solver!r}")
+        _int("n_anchors", 2)
+        _int("max_hac_samples", self.n_clusters)
+        _real("cov_reg", 0.0, strict=True)
+        _real("pairwise_weight", 0.0)
+        _real("sigma", 0.0, strict=True)
+        _real("diagonal_weight", 0.0)
+        _real("tol", 0.0)
+        _int("max_iter", 1)
+        _int("seed", 0)
+        if not isinstance(self.isolate_graphcut, bool):
+            raise ValueError(f"isolate_graphcut must be a bool, got {self.isolate_graphcut!r}")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> "ManifoldConfig":
+        """Build from a config section; unknown keys raise ValueError (no silent defaults)."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(mapping) - names
+        if unknown:
+            raise ValueError(f"unknown key(s) {sorted(unknown)} for ManifoldConfig; allowed: {sorted(names)}")
+        return cls(**dict(mapping))
+
+
+@dataclass
+class ManifoldResult:
+    """Output of :func:`run_manifold`. Index 0 of every per-iteration array is the initial
+    HAC labelling (no graph cut: energy, change and fraction are NaN there).
+
+    Attributes
+    ----------
+    label_maps : (n_iter + 1, n_img, h, w) int16
+        Labels after each iteration (graph-cut output); [0] = initial HAC of the raw features.
+    energies : (n_iter + 1,) float64
+        Graph-cut energy (Eq. 9) summed over the images.
+    image_energies : (n_iter + 1, n_img) float64
+    fraction_changed : (n_iter + 1,) float64
+        Fraction of locations whose label changed from the previous iteration, after matching
+        label ids one-to-one (ids are arbitrary per iteration).
+    model_change : (n_iter + 1,) float64
+        :func:`model_change` between consecutive SOP models ([1] = inf: nothing to compare).
+    n_components : (n_iter + 1,) int64
+        KFD discriminants used ([0] = 0).
+    iteration_seconds : (n_iter + 1,) float64
+    sop_models : SOPModels of the last iteration (in the coordinates of ``kfd.transform``).
+    kfd : KernelFisherDiscriminant of the last iteration (transforms L2-normalised features).
+    converged : bool
+        True when a convergence test fired before ``max_iter``.
+    config : ManifoldConfig
+    """
+
+    label_maps: np.ndarray
+    energies: np.ndarray
+    image_energies: np.ndarray
+    fraction_changed: np.ndarray
+    model_change: np.ndarray
+    n_components: np.ndarray
+    iteration_seconds: np.ndarray
+    sop_models: SOPModels
+    kfd: KernelFisherDiscriminant
+    converged: bool
+    config: ManifoldConfig = field(default_factory=ManifoldConfig)
+
+    @property
+    def n_iter(self) -> int:
+        """Number of refinement iterations run (not counting the initial labelling)."""
+        return int(self.label_maps.shape[0] - 1)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Final label maps, (n_img, h, w) int16."""
+        return self.label_maps[-1]
+
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        """Embed features with the final KFD.
+
+        Parameters
+        ----------
+        features : (n_img, h, w, C) float (not necessarily normalised; normalised here as in
+            :func:`run_manifold`)
+
+        Returns
+        -------
+        (n_img, h, w, d) float64
+        """
+        F = _check_features(features)
+        n_img, h, w, C = F.shape
+        if C != self.kfd.n_features_in_:
+            raise ValueError(f"features have C={C} channels, the KFD was fitted on {self.kfd.n_features_in_}")
+        Z = self.kfd.transform(l2_normalize(F.reshape(-1, C)))
+        return Z.reshape(n_img, h, w, -1)
+
+
+def _check_features(features: Any) -> np.ndarray:
+    F = np.asarray(features)
+    if F.ndim != 4 or min(F.shape) == 0:
+        raise ValueError(f"features must be a non-empty (n_img, h, w, C) array, got shape {F.shape}")
+    if not np.issubdtype(F.dtype, np.number):
+        raise ValueError(f"features must be numeric, got {F.dtype}")
+    if not np.all(np.isfinite(F)):
+        raise ValueError("features contain NaN or inf")
+    return F
+
+
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation, (n, C) -> (n, C) float64 (all-zero rows stay zero)."""
+    X = np.array(X, dtype=np.float64)  # one copy, normalised in place
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]
+    X /= np.maximum(norms, _NORM_EPS)
+    return X
+
+
+def fraction_changed(old: np.ndarray, new: np.ndarray) -> float:
+    """Fraction of entries whose label differs after the best one-to-one matching of label ids.
+
+    Parameters
+    ----------
+    old, new : (n,) non-negative int
+    """
+    old = np.asarray(old).ravel()
+    new = np.asarray(new).ravel()
+    if old.shape != new.shape:
+        raise ValueError(f"shapes differ: {old.shape} vs {new.shape}")
+    if old.size == 0:
+        return 0.0
+    ko, kn = int(old.max()) + 1, int(new.max()) + 1
+    conf = np.bincount(old * kn + new, minlength=ko * kn).reshape(ko, kn)
+    r, c = linear_sum_assignment(conf, maximize=True)
+    return float(1.0 - conf[r, c].sum() / old.size)
+
+
+def run_manifold(
+    features: np.ndarray,
+    config: ManifoldConfig | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> ManifoldResult:
+    """Gaur et al. Algorithm 1 on the features of one category.
+
+    Parameters
+    ----------
+    features : (n_img, h, w, C) float
+        Conv features of every image of the category (e.g. VGG16 44 x 44 x 512 after ReLU).
+        Each location is L2-normalised here (Gaur et al. Sec. 3, 6).
+    config : ManifoldConfig, optional
+    progress : callable, optional
+        Called after every iteration with a dict: ``iteration`` (1-based), ``max_iter``,
+        ``energy``, ``fraction_changed``, ``model_change``, ``n_components``, ``seconds``,
+        ``converged``.
+
+    Returns
+    -------
+    ManifoldResult
+    """
+    cfg = config if config is not None else ManifoldConfig()
+    F = _check_features(features)
+    n_img, h, w, C = F.shape
+    X = l2_normalize(F.reshape(-1, C))
+    n = X.shape[0]
+    k = cfg.n_clusters
+    if k > n:
+        raise ValueError(f"n_clusters={k} exceeds the number of feature vectors ({n})")
+
+    t0 = time.perf_counter()
+    labels = scalable_ward(X, k, max_hac_samples=cfg.max_hac_samples, random_state=cfg.seed)
+    logger.info("manifold: %d image(s) of %dx%d, C=%d, n=%d; initial HAC into %d clusters", n_img, h, w, C, n, k)
+
+    maps = [labels.reshape(n_img, h, w).astype(np.int16)]
+    energies = [math.nan]
+    image_energies = [np.full(n_img, math.nan)]
+    fractions = [math.nan]
+    changes = [math.nan]
+    n_comps = [0]
+    seconds = [time.perf_counter() - t0]
+
+    prev_models: SOPModels | None = None
+    prev_embedding: np.ndarray | None = None
+    kfd: KernelFisherDiscriminant | None = None
+    models: SOPModels | None = None
+    converged = False
+    warned_cap = False
+    for it in range(1, cfg.max_iter + 1):
+        t_it = time.perf_counter()
+        n_present = int(np.unique(labels).size)
+        if n_present < 2:
+            logger.warning("manifold: iteration %d: only %d label left, stopping", it, n_present)
+            break
+        d = min(cfg.n_components, n_present - 1)
+        if d < cfg.n_components and not warned_cap:
+            logger.warning(
+                "manifold: n_components=%d capped at %d (a Fisher discriminant of %d labels has at "
+                "most %d discriminants)", cfg.n_components, d, n_present, n_present - 1,
+            )
+            warned_cap = True
+        # Step 1a-b: embedding (Gaur et al. Eq. 3-4).
+        kfd = KernelFisherDiscriminant(
+            kernel=cfg.kernel,
+            degree=cfg.kernel_degree,
+            coef0=cfg.kernel_coef0,
+            gamma=cfg.kernel_gamma,
+            reg=cfg.kfd_reg,
+            n_components=d,
+            n_anchors=cfg.n_anchors,
+            solver=cfg.kfd_solver,
+            random_state=cfg.seed,
+        ).fit(X, labels)
+        E = kfd.transform(X)
+        # Step 1c-d: HAC in the embedding, Gaussian SOP models (Eq. 5-6).
+        hac = scalable_ward(E, k, max_hac_samples=cfg.max_hac_samples, random_state=cfg.seed)
+        models = fit_sop_models(E, hac, k, cfg.cov_reg)
+        # Step 2: unary (Eq. 7), geodesic pairwise (Eq. 8), graph cut (Eq. 9).
+        unary = unary_costs(E, models).reshape(n_img, h, w, k)
+        pairwise = geodesic_pairwise(hac.reshape(n_img, h, w), k, cfg.sigma)
+        new_maps, img_e = refine_labels_batch(
+            unary,
+            pairwise,
+            cfg.pairwise_weight,
+            diagonal_weight=cfg.diagonal_weight,
+            isolate=cfg.isolate_graphcut,
+        )
+        new_labels = new_maps.reshape(-1)
+        if prev_models is None or prev_embedding is None or prev_embedding.shape[1] != E.shape[1]:
+            change = math.inf
+        else:
+            R, _ = orthogonal_procrustes(E, prev_embedding)
+            change = model_change(prev_models, rotate_sop_models(models, R))
+        frac = fraction_changed(labels, new_labels)
+        maps.append(new_maps.astype(np.int16))
+        energies.append(float(img_e.sum()))
+        image_energies.append(img_e)
+        fractions.append(frac)
+        changes.append(change)
+        n_comps.append(d)
+        seconds.append(time.perf_counter() - t_it)
+        converged = change < cfg.tol or frac == 0.0
+        logger.info(
+            "manifold: iteration %d/%d: d=%d energy=%.4g changed=%.4f model_change=%.4g (%.1f s)",
+            it, cfg.max_iter, d, energies[-1], frac, change, seconds[-1],
+        )
+        if progress is not None:
+            progress(
+                {
+                    "iteration": it,
+                    "max_iter": cfg.max_iter,
+                    "energy": energies[-1],
+                    "fraction_changed": frac,
+                    "model_change": change,
+                    "n_components": d,
+                    "seconds": seconds[-1],
+                    "converged": converged,
+                }
+            )
+        labels = new_labels
+        prev_models, prev_embedding = models, E
+        if converged:
+            break
+
+    if kfd is None or models is None:
+        raise RuntimeError("run_manifold: no iteration could run (the initial labelling has one label)")
+    return ManifoldResult(
+        label_maps=np.stack(maps),
+        energies=np.asarray(energies),
+        image_energies=np.stack(image_energies),
+        fraction_changed=np.asarray(fractions),
+        model_change=np.asarray(changes),
+        n_components=np.asarray(n_comps, dtype=np.int64),
+        iteration_seconds=np.asarray(seconds),
+        sop_models=models,
+        kfd=kfd,
+        converged=converged,
+        config=cfg,
+    )
+
+
+def keypoint_label_agreement(label_maps: np.ndarray, kp_cells: np.ndarray, valid: np.ndarray) -> float:
+    """How consistently the same semantic keypoint gets the same SOP label across images.
+
+    Over all unordered pairs of images (i, j) and every keypoint index valid in both, the
+    fraction of pairs whose labels at the keypoint's cell agree (higher is better; a labelling
+    with one label everywhere trivially scores 1, so compare labellings with the same k).
+
+    Parameters
+    ----------
+    label_maps : (n_img, h, w) int
+    kp_cells : (n_img, K, 2) int, (row, col) grid cell of each keypoint
+    valid : (n_img, K) bool
+
+    Returns
+    -------
+    float in [0, 1]; NaN when no keypoint is valid in two images.
+    """
+    L = np.asarray(label_maps)
+    cells = np.asarray(kp_cells)
+    valid = np.asarray(valid, dtype=bool)
+    if L.ndim != 3:
+        raise ValueError(f"label_maps must be (n_img, h, w), got shape {L.shape}")
+    n_img, h, w = L.shape
+    if cells.ndim != 3 or cells.shape[0] != n_img or cells.shape[2] != 2:
+        raise ValueError(f"kp_cells must be ({n_img}, K, 2), got shape {cells.shape}")
+    if valid.shape != cells.shape[:2]:
+        raise ValueError(f"valid must have shape {cells.shape[:2]}, got {valid.shape}")
+    if not np.issubdtype(cells.dtype, np.integer):
+        raise ValueError(f"kp_cells must be integer (row, col) cells, got {cells.dtype}")
+    r, c = cells[..., 0], cells[..., 1]
+    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    if np.any(valid & ~inside):
+        raise ValueError(f"valid keypoint cells must lie inside the {h}x{w} grid")
+    img_idx = np.broadcast_to(np.arange(n_img)[:, None], r.shape)
+    lab = L[img_idx, np.where(inside, r, 0), np.where(inside, c, 0)]  # (n_img, K)
+    agree = 0
+    total = 0
+    for kp in range(cells.shape[1]):
+        vals = lab[valid[:, kp], kp]
+        m = vals.size
+        total += m * (m - 1) // 2
+        _, counts = np.unique(vals, return_counts=True)
+        agree += int((counts * (counts - 1) // 2).sum())
+    return float(agree / total) if total else math.nan

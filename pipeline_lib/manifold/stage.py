@@ -1,0 +1,124 @@
+"""Workflow stage of the manifold learning (Gaur et al. Algorithm 1), one category per job.
+
+Features: hyperpixels of ``manifold.layers`` from the cached feature store (no backbone run),
+resized to a fixed ``grid_size`` square grid per image (Gaur et al. use a fixed 44 x 44 VGG16
+map, Sec. 6). Outputs ``manifold.zarr`` (label maps of every iteration per image, the embedded
+features, SOP models, energies, change fractions, keypoint-label agreement), the fitted KFD
+(``kfd.pkl``, to embed new images) and two pictures.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import zarr
+
+from ..atomic import atomic_path, write_bytes
+from ..datasets import DatasetIndex, load_rgb
+from ..features import FeatureStore
+from ..hpf.hyperpixel import build_hyperpixels
+from ..provenance import provenance
+from .plots import plot_convergence, plot_label_maps
+from .refine import ManifoldConfig, keypoint_label_agreement, run_manifold
+
+log = logging.getLogger(__name__)
+STAGE_KEYS = ("run", "layers", "grid_size", "images")  # manifold.* keys of the stage, not of Algorithm 1
+
+
+def manifold_config(cfg: Mapping) -> ManifoldConfig:
+    algo = {k: v for k, v in cfg["manifold"].items() if k not in STAGE_KEYS}
+    return ManifoldConfig.from_mapping({**algo, "seed": cfg["seed"]})
+
+
+def category_images(index: DatasetIndex, category: str, which: str) -> list[str]:
+    """Image ids of a category: all of them (the stage uses no labels) or those of training pairs."""
+    if which == "train":
+        ids = sorted({i for p in index.pairs if p.category == category and p.split == "train" for i in (p.src, p.trg)})
+    else:
+        ids = sorted(k for k, r in index.images.items() if r.category == category)
+    if len(ids) < 2:
+        raise ValueError(f"category '{category}' has {len(ids)} image(s) for the manifold stage (manifold.images: "
+                         f"{which}); it needs at least 2.")
+    return ids
+
+
+def grid_features(store: FeatureStore, image_ids, layers, grid: int) -> np.ndarray:
+    """(n_img, grid, grid, C) hyperpixel features of every image at a fixed grid size."""
+    out = []
+    for key in image_ids:
+        feats = store.get(key, layers)
+        hyper = build_hyperpixels([torch.from_numpy(feats[n]) for n in layers])
+        hyper = F.interpolate(hyper[None], size=(grid, grid), mode="bilinear", align_corners=False)[0]
+        out.append(hyper.permute(1, 2, 0).numpy())
+    return np.stack(out)
+
+
+def image_keypoints(index: DatasetIndex, image_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(n_img, K, 2) xy keypoints and (n_img, K) validity of each image, read off its pairs."""
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for p in index.pairs:
+        found.setdefault(p.src, (p.src_kps, p.valid))
+        found.setdefault(p.trg, (p.trg_kps, p.valid))
+    k = max((len(found[i][0]) for i in image_ids if i in found), default=0)
+    kps, valid = np.zeros((len(image_ids), k, 2)), np.zeros((len(image_ids), k), dtype=bool)
+    for n, i in enumerate(image_ids):
+        if i in found:
+            kk, vv = found[i]
+            kps[n, :len(kk)], valid[n, :len(vv)] = np.nan_to_num(kk), vv
+    return kps, valid
+
+
+def keypoint_cells(kps: np.ndarray, valid: np.ndarray, sizes, grid: int) -> np.ndarray:
+    """(n_img, K, 2) (row, col) grid cell of each keypoint (image (H, W) -> grid x grid)."""
+    cells = np.zeros(kps.shape, dtype=np.int64)
+    for n, (h, w) in enumerate(sizes):
+        cells[n, :, 0] = np.clip(((kps[n, :, 1] + 0.5) / h * grid).astype(int), 0, grid - 1)
+        cells[n, :, 1] = np.clip(((kps[n, :, 0] + 0.5) / w * grid).astype(int), 0, grid - 1)
+    return cells
+
+
+def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Path, out_kfd: str | Path,
+          out_labels_png: str | Path, out_convergence_png: str | Path) -> None:
+    from ..stages import load_dataset
+
+    index = load_dataset(cfg)
+    store = FeatureStore(features)
+    stage = cfg["manifold"]
+    layers = [store.resolve_layer(n) for n in stage["layers"]]
+    ids = category_images(index, category, stage["images"])
+    grid = stage["grid_size"]
+    feats = grid_features(store, ids, layers, grid)
+    mcfg = manifold_config(cfg)
+    log.info("category %s: %d images, features %s, layers %s", category, len(ids), feats.shape, layers)
+    result = run_manifold(feats, mcfg, progress=lambda d: log.info("iteration %s", d))
+    embedding = result.embed(feats).astype(np.float32)
+    kps, valid = image_keypoints(index, ids)
+    cells = keypoint_cells(kps, valid, [(index.images[i].height, index.images[i].width) for i in ids], grid)
+    agreement = [keypoint_label_agreement(m, cells, valid) for m in result.label_maps]
+    log.info("keypoint-label agreement: raw HAC %.3f -> final %.3f", agreement[0], agreement[-1])
+    with atomic_path(out_store) as tmp:
+        root = zarr.open_group(str(tmp), mode="w")
+        root.attrs.update({"category": category, "image_ids": ids, "layers": layers, "grid_size": grid,
+                           "converged": bool(result.converged), "n_iter": result.n_iter,
+                           "keypoint_label_agreement": agreement, "manifold": asdict(mcfg),
+                           "provenance": provenance(cfg, cfg["seed"])})
+        n_it, n_img = result.label_maps.shape[:2]
+        root.create_array("label_maps", data=result.label_maps, chunks=(1, 1, grid, grid))
+        root.create_array("embedding", data=embedding, chunks=(1,) + embedding.shape[1:])
+        for name in ("energies", "fraction_changed", "model_change", "n_components", "iteration_seconds"):
+            root.create_array(name, data=np.asarray(getattr(result, name)))
+        sop = root.create_group("sop_models")
+        for f in fields(result.sop_models):
+            sop.create_array(f.name, data=np.asarray(getattr(result.sop_models, f.name)))
+    write_bytes(out_kfd, pickle.dumps(result.kfd))
+    photos = [load_rgb(index.images[i].path) for i in ids]
+    title = f"{category}: {len(ids)} images, keypoint-label agreement {agreement[0]:.2f} -> {agreement[-1]:.2f}"
+    plot_label_maps(photos, result.label_maps, out_labels_png, title)
+    plot_convergence(result.energies, result.fraction_changed, result.model_change, out_convergence_png, category)

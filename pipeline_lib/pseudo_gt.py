@@ -1,0 +1,134 @@
+"""Pseudo ground-truth flow stage (Gaur et al. Sec. 2.1, 5): nearest neighbours in the learned
+embedding for the training pairs of one category, with a confidence mask, stored in Zarr; and its
+quality where truth exists, next to the same construction on the raw features.
+
+Quality, per pair and construction (``learned`` = KFD embedding, ``raw`` = the same hyperpixel
+features before the manifold stage): PCK of the keypoints moved by the pseudo flow (the flow sampled
+at each source keypoint, all cells, confident or not), the fraction of keypoints that fall on a
+confident cell, and on the demo the end-point error of the confident flow against the exact flow.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+import zarr
+
+from .atomic import atomic_path
+from .config import EvalConfig, section
+from .datasets import demo as demo_data
+from .evaluation import pck_counts, pck_threshold
+from .evaluation.summary import write_csv
+from .features import FeatureStore
+from .geometry import points_to_grid
+from .manifold.stage import grid_features
+from .provenance import provenance
+from .pseudo_flow import flow_quality, pseudo_flow, upsample_flow
+
+log = logging.getLogger(__name__)
+QUALITY_COLUMNS = ("category", "pair_id", "construction", "alpha", "kp_pck", "kp_confident", "epe_px",
+                   "flow_pck", "coverage")
+
+
+def sample_grid_flow(flow: torch.Tensor, kps: np.ndarray, image_hw) -> np.ndarray:
+    """Bilinear sample of a (h, w, 2) grid flow at (K, 2) image points -> (K, 2)."""
+    g = points_to_grid(torch.from_numpy(kps).to(flow), image_hw).view(1, 1, -1, 2)
+    out = torch.nn.functional.grid_sample(flow.permute(2, 0, 1)[None], g, mode="bilinear",
+                                          padding_mode="border", align_corners=False)
+    return out[0, :, 0].T.numpy().astype(np.float64)
+
+
+def sample_grid_mask(mask: torch.Tensor, kps: np.ndarray, image_hw) -> np.ndarray:
+    g = points_to_grid(torch.from_numpy(kps).float(), image_hw).view(1, 1, -1, 2)
+    out = torch.nn.functional.grid_sample(mask.float()[None, None], g, mode="nearest", align_corners=False)
+    return out[0, 0, 0].numpy() > 0.5
+
+
+def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str | Path,
+         out_store: str | Path, out_quality: str | Path) -> None:
+    from .stages import load_dataset
+
+    index = load_dataset(cfg)
+    pc = cfg["pseudo_flow"]
+    ev = section(EvalConfig, cfg["evaluation"])
+    man = zarr.open_group(str(manifold_store), mode="r")
+    ids = list(man.attrs["image_ids"])
+    pos = {k: i for i, k in enumerate(ids)}
+    learned = man["embedding"][:]
+    labels = man["label_maps"][:]
+    raw = grid_features(FeatureStore(features), ids, list(man.attrs["layers"]), int(man.attrs["grid_size"]))
+    pairs = [p for p in index.pairs if p.category == category and p.split == pc["split"]
+             and p.src in pos and p.trg in pos]
+    if not pairs:
+        raise ValueError(f"category {category}: no '{pc['split']}' pairs among the manifold's images; check "
+                         f"dataset.split and manifold.images.")
+    rows = []
+    with atomic_path(out_store) as tmp:
+        root = zarr.open_group(str(tmp), mode="w")
+        root.attrs.update({"category": category, "pair_ids": [p.pair_id for p in pairs], "mode": pc["mode"],
+                           "metric": pc["metric"], "grid_size": int(man.attrs["grid_size"]),
+                           "provenance": provenance(cfg, cfg["seed"]),
+                           "convention": "flow[i, j] = matched target cell centre (target px) - source cell "
+                                         "centre (source px), on the source grid; mask = confident"})
+        for n, p in enumerate(pairs):
+            s, t = pos[p.src], pos[p.trg]
+            src_hw = (index.images[p.src].height, index.images[p.src].width)
+            trg_hw = (index.images[p.trg].height, index.images[p.trg].width)
+            for name, emb, lab in (("learned", learned, labels[-1]), ("raw", raw, labels[0])):
+                flow, mask = pseudo_flow(emb[s], emb[t], src_hw, trg_hw, mode=pc["mode"], src_labels=lab[s],
+                                         trg_labels=lab[t], metric=pc["metric"])
+                if name == "learned":
+                    g = root.create_group(f"p{n:05d}")
+                    g.attrs.update({"pair_id": p.pair_id, "src": p.src, "trg": p.trg, "src_hw": list(src_hw),
+                                    "trg_hw": list(trg_hw)})
+                    g.create_array("flow", data=flow.numpy().astype(np.float32))
+                    g.create_array("mask", data=mask.numpy())
+                kps = p.src_kps[p.valid]
+                moved = kps + sample_grid_flow(flow, kps, src_hw)
+                thr = pck_threshold(ev.threshold, p.trg_kps, p.valid, trg_hw, p.trg_box)
+                confident = float(sample_grid_mask(mask, kps, src_hw).mean())
+                dense = {}
+                if index.flow_store is not None:
+                    true_flow, true_valid = demo_data.load_flow(index.flow_store, p.pair_id)
+                    f_img, m_img = upsample_flow(flow, mask, src_hw)
+                for alpha in ev.alphas:
+                    ok, tot = pck_counts(moved, p.trg_kps[p.valid], np.ones(len(kps), bool), thr, alpha)
+                    if index.flow_store is not None:
+                        dense = flow_quality(f_img, m_img, true_flow, true_valid, [alpha * thr])
+                    rows.append({"category": category, "pair_id": p.pair_id, "construction": name, "alpha": alpha,
+                                 "kp_pck": round(100 * ok / tot, 3), "kp_confident": round(confident, 4),
+                                 "epe_px": round(dense.get("epe", float("nan")), 4),
+                                 "flow_pck": round(100 * dense.get(f"pck@{alpha * thr:g}", float("nan")), 3),
+                                 "coverage": round(dense.get("coverage", float("nan")), 4)})
+    write_csv(out_quality, rows, QUALITY_COLUMNS)
+    mean = {c: np.mean([r["kp_pck"] for r in rows if r["construction"] == c and r["alpha"] == ev.alphas[len(ev.alphas) // 2]])
+            for c in ("learned", "raw")}
+    log.info("category %s: %d pairs; keypoint PCK of the pseudo flow: learned %.1f, raw %.1f", category, len(pairs),
+             mean["learned"], mean["raw"])
+
+
+def summarise(quality_csvs, out_csv) -> None:
+    """Mean quality per category and construction, plus 'all'."""
+    from collections import defaultdict
+
+    from .evaluation.summary import read_csv
+
+    groups = defaultdict(list)
+    for path in quality_csvs:
+        for r in read_csv(path):
+            groups[(r["category"], r["construction"], r["alpha"])].append(r)
+            groups[("all", r["construction"], r["alpha"])].append(r)
+    out = []
+    for (cat, cons, alpha), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] == "all", kv[0])):
+        def mean(col):
+            vals = [float(r[col]) for r in rs if r[col] not in ("", "nan")]
+            return round(float(np.mean(vals)), 3) if vals else float("nan")
+        out.append({"category": cat, "construction": cons, "alpha": alpha, "n_pairs": len(rs),
+                    "kp_pck": mean("kp_pck"), "kp_confident": mean("kp_confident"), "epe_px": mean("epe_px"),
+                    "flow_pck": mean("flow_pck"), "coverage": mean("coverage")})
+    write_csv(out_csv, out, ("category", "construction", "alpha", "n_pairs", "kp_pck", "kp_confident", "epe_px",
+                             "flow_pck", "coverage"))
