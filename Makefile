@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 ## Run the whole workflow on the embedded demo data, then print the result table.
 run: venv
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --printshellcmds
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --rerun-incomplete
 	@$(BIN)/python -m pipeline_lib summary --configfile $(CONFIG)
 
 ## Run every test (CI runs this).

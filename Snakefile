@@ -23,6 +23,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/methods.smk"
 include: "workflow/rules/hpf.smk"
 include: "workflow/rules/manifold.smk"
+include: "workflow/rules/siamese.smk"
 include: "workflow/rules/evaluate.smk"
 
 

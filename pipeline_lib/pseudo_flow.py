@@ -30,7 +30,8 @@ def _as_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
 
 
-def nearest_neighbours(src: torch.Tensor, trg: torch.Tensor, metric: str = "euclidean") -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_neighbours(src: torch.Tensor, trg: torch.Tensor,
+                       metric: str = "euclidean") -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest target row of every source row and vice versa.
 
     src: (N_src, D), trg: (N_trg, D) -> (src_to_trg (N_src,), trg_to_src (N_trg,)) int64 indices.

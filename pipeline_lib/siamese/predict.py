@@ -1,0 +1,137 @@
+"""Keypoint transfer with a trained Siamese flow network, and the paper's top-K retrieval protocol.
+
+Images go through the same geometry as training (``siamese.data``): longer side resized to
+``input_size``, zero-padded at the bottom/right to a square. Keypoints are mapped into that frame
+with ``geometry.scale_points``, moved by the predicted flow (bilinear at the keypoint), and mapped
+back to original target pixels.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..datasets import ImageRecord, Pair, load_rgb
+from ..features import resize_image
+from ..geometry import points_to_grid, scale_points
+from .data import pad_square
+
+TOP_K = 25  # Gaur et al. Sec. 6: the query is matched against its K = 25 nearest training images
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def sample_flow(flow: torch.Tensor, kps: torch.Tensor) -> torch.Tensor:
+    """Bilinear (H, W, 2) flow at (K, 2) xy pixel points -> (K, 2) (border values outside)."""
+    grid = points_to_grid(kps.to(flow), tuple(flow.shape[:2])).view(1, 1, -1, 2)
+    return F.grid_sample(flow.permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)[0, :, 0].T
+
+
+@torch.no_grad()
+def predict_flow(model: torch.nn.Module, src_img: np.ndarray, trg_img: np.ndarray, input_size: int
+                 ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+    """(H, W, 3) uint8 images -> flow (S, S, 2) on the padded resized source (CPU), and the resized
+    (h, w) of source and target."""
+    src = resize_image(src_img, input_size)
+    trg = resize_image(trg_img, input_size)
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        flow = model(pad_square(src, input_size)[None].to(device), pad_square(trg, input_size)[None].to(device))[0]
+    finally:
+        model.train(was_training)
+    return flow.float().cpu(), tuple(src.shape[1:]), tuple(trg.shape[1:])
+
+
+def predict_keypoints(model: torch.nn.Module, src_img: np.ndarray, trg_img: np.ndarray, src_kps: np.ndarray,
+                      *, input_size: int) -> np.ndarray:
+    """Transfer (K, 2) xy source keypoints (original source pixels) -> (K, 2) original target pixels.
+
+    src_img, trg_img: (H, W, 3) uint8 as read by ``datasets.load_rgb``; input_size: the network's
+    square input side (the training ``input_size``).
+    """
+    src_kps = np.asarray(src_kps, dtype=np.float64).reshape(-1, 2)
+    if len(src_kps) == 0:
+        return np.zeros((0, 2))
+    flow, src_hw, trg_hw = predict_flow(model, src_img, trg_img, input_size)
+    kps = scale_points(src_kps, tuple(src_img.shape[:2]), src_hw)
+    moved = kps + sample_flow(flow.double(), torch.from_numpy(kps)).numpy()
+    return scale_points(moved, trg_hw, tuple(trg_img.shape[:2]))
+
+
+def predict_pairs(model: torch.nn.Module, pairs: Sequence[Pair], images: Mapping[str, ImageRecord], input_size: int,
+                  progress: bool = True, desc: str = "siamese") -> tuple[dict[str, np.ndarray], float]:
+    """Predictions of every pair in original target pixels (NaN for invalid keypoints) and ms per pair,
+    ready for ``stages.finish_predictions``."""
+    preds = {}
+    t0 = time.perf_counter()
+    for p in tqdm(pairs, desc=desc, unit="pair", disable=not progress):
+        out = np.full(p.trg_kps.shape, np.nan)
+        out[p.valid] = predict_keypoints(model, load_rgb(images[p.src].path), load_rgb(images[p.trg].path),
+                                         p.src_kps[p.valid], input_size=input_size)
+        preds[p.pair_id] = out
+    return preds, 1000.0 * (time.perf_counter() - t0) / max(len(pairs), 1)
+
+
+def global_descriptor(features: torch.Tensor) -> torch.Tensor:
+    """Global average pooling: (C, h, w) -> (C,) or (N, C, h, w) -> (N, C); (.., C) passes through."""
+    if features.ndim >= 3:
+        return features.mean(dim=(-2, -1))
+    return features
+
+
+def retrieve_top_k(query_feat: torch.Tensor, gallery_feats: torch.Tensor, k: int = TOP_K) -> torch.Tensor:
+    """Indices of the ``k`` gallery items nearest to the query, best first.
+
+    query_feat: (C,) or (C, h, w); gallery_feats: (N, C) or (N, C, h, w) (spatial maps are average
+    pooled). Ranking by cosine similarity equals ranking by the L2 distance of L2-normalised
+    features, the paper's "normalized L2 distance" (||a - b||^2 = 2 - 2 cos). Returns (min(k, N),)
+    int64; ties keep the lower index.
+    """
+    if len(gallery_feats) == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    q = F.normalize(global_descriptor(query_feat).reshape(1, -1).float(), dim=1)
+    g = F.normalize(global_descriptor(gallery_feats).reshape(len(gallery_feats), -1).float().to(q.device), dim=1)
+    if g.shape[1] != q.shape[1]:
+        raise ValueError(f"retrieve_top_k: query has {q.shape[1]} channels, gallery {g.shape[1]}")
+    order = torch.sort(-(g @ q[0]).cpu(), stable=True).indices
+    return order[:max(0, min(k, len(order)))]
+
+
+def transfer_from_neighbours(model: torch.nn.Module, query_img: np.ndarray,
+                             neighbours: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], *, input_size: int
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Gaur et al. Sec. 6 keypoint estimate: map the keypoints of each retrieved image onto the query
+    and average the locations.
+
+    neighbours: (image (H, W, 3) uint8, kps (K, 2), valid (K,) bool) per retrieved image, same K.
+    Returns (K, 2) mean location in query pixels (NaN where no neighbour had the keypoint) and
+    (K,) the number of neighbours that voted.
+    """
+    if not neighbours:
+        raise ValueError("transfer_from_neighbours needs at least one neighbour")
+    n_kps = len(neighbours[0][1])
+    total, count = np.zeros((n_kps, 2)), np.zeros(n_kps, dtype=np.int64)
+    for img, kps, valid in neighbours:
+        valid = np.asarray(valid, dtype=bool)
+        if len(kps) != n_kps:
+            raise ValueError(f"every neighbour needs {n_kps} keypoints, got {len(kps)}")
+        if valid.any():
+            total[valid] += predict_keypoints(model, img, query_img, np.asarray(kps)[valid], input_size=input_size)
+            count[valid] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count[:, None] > 0, total / np.maximum(count, 1)[:, None], np.nan)
+    return mean, count
+
+
+__all__ = ["predict_keypoints", "predict_flow", "predict_pairs", "sample_flow", "retrieve_top_k", "global_descriptor",
+           "transfer_from_neighbours", "TOP_K"]

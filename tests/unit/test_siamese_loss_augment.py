@@ -1,0 +1,180 @@
+"""Truncated Euclidean loss (Gaur et al. Eq. 10) and flow-consistent augmentation, with known answers."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline_lib.pseudo_flow import pixel_grid, to_normalised
+from pipeline_lib.siamese.augment import (ROTATION_RANGE_DEG, SCALE_RANGE, AugmentConfig, augment_pair,
+                                          sample_transform, similarity_matrix, transform_flow, warp_image)
+from pipeline_lib.siamese.loss import truncated_euclidean_loss, truncation_px2
+
+S = 16  # T^2 = 16 px^2 -> T = 4 px
+
+
+def flows(err_x: float, b=1, h=S, w=S):
+    target = torch.randn(b, h, w, 2, generator=torch.Generator().manual_seed(0))
+    pred = target.clone()
+    pred[..., 0] += err_x
+    return pred, target, torch.ones(b, h, w, dtype=torch.bool)
+
+
+def test_truncation_is_the_longer_side():
+    assert truncation_px2((48, 64)) == 64.0
+
+
+def test_zero_at_perfect_prediction():
+    pred, target, mask = flows(0.0)
+    assert truncated_euclidean_loss(pred, target, mask).item() == 0.0
+
+
+def test_grows_then_saturates_at_t_squared():
+    values = [truncated_euclidean_loss(*flows(e)).item() for e in (0.5, 1.0, 3.0, 4.5, 10.0, 100.0)]
+    assert values[:3] == pytest.approx([0.25, 1.0, 9.0])
+    assert values[3:] == pytest.approx([16.0, 16.0, 16.0])  # min(e^2, T^2), T^2 = 16
+    pred, target, mask = flows(3.0, b=2)
+    assert truncated_euclidean_loss(pred, target, mask, reduction="sum").item() == pytest.approx(9.0 * 2 * S * S)
+    assert truncated_euclidean_loss(pred, target, mask, t_sq_px2=4.0).item() == pytest.approx(4.0)
+
+
+def test_masked_pixels_do_not_count():
+    pred, target, mask = flows(1.0)
+    pred[0, :4] += 50.0  # wild errors ...
+    mask[0, :4] = False  # ... on masked rows
+    assert truncated_euclidean_loss(pred, target, mask).item() == pytest.approx(1.0)
+    mask[:] = False
+    empty = truncated_euclidean_loss(pred.requires_grad_(), target, mask)
+    assert empty.item() == 0.0
+    empty.backward()
+    assert torch.count_nonzero(pred.grad) == 0
+
+
+def test_gradient_is_zero_for_truncated_pixels():
+    pred, target, mask = flows(1.0)
+    pred[0, 0, :5, 0] += 20.0  # these five pixels are beyond T
+    pred.requires_grad_(True)
+    truncated_euclidean_loss(pred, target, mask).backward()
+    assert torch.count_nonzero(pred.grad[0, 0, :5]) == 0
+    assert (pred.grad[0, 1:, :, 0] > 0).all()  # d/dx of x^2 / n at error +1
+    assert torch.allclose(pred.grad[0, 1:, :, 0], torch.full((S - 1, S), 2.0 / (S * S)))
+
+
+def test_gradcheck_float64():
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(1, 3, 4, 2, generator=g, dtype=torch.float64).requires_grad_()
+    target = pred.detach() + torch.tensor([0.5, 3.0], dtype=torch.float64)  # some pixels beyond T = 2
+    target[0, 0, :2] = pred.detach()[0, 0, :2] + 0.3
+    mask = torch.rand(1, 3, 4, generator=g) > 0.2
+    assert torch.autograd.gradcheck(lambda p: truncated_euclidean_loss(p, target, mask), (pred,))
+
+
+def test_loss_rejects_bad_shapes():
+    pred, target, mask = flows(0.0)
+    with pytest.raises(ValueError):
+        truncated_euclidean_loss(pred, target[..., :1], mask)
+    with pytest.raises(ValueError):
+        truncated_euclidean_loss(pred, target, mask, reduction="max")
+
+
+def expected_similarity(p, angle_deg, scale, hw):
+    """Independent formula: s * R(theta) (p - c) + c, y axis down, positive = counter-clockwise on screen."""
+    a = math.radians(angle_deg)
+    cx, cy = (hw[1] - 1) / 2, (hw[0] - 1) / 2
+    x, y = p[..., 0] - cx, p[..., 1] - cy
+    return torch.stack([scale * (math.cos(a) * x + math.sin(a) * y) + cx,
+                        scale * (-math.sin(a) * x + math.cos(a) * y) + cy], -1)
+
+
+@pytest.mark.parametrize("angle,scale", [(12.0, 1.0), (-16.0, 0.9), (7.0, 1.7)])
+def test_zero_flow_with_target_transform_is_T_of_p_minus_p(angle, scale):
+    hw = (24, 32)
+    flow = torch.zeros(*hw, 2)
+    mask = torch.ones(hw, dtype=torch.bool)
+    new, ok = transform_flow(flow, mask, trg_m=similarity_matrix(angle, scale, hw))
+    p = pixel_grid(hw, dtype=torch.float64)
+    tp = expected_similarity(p, angle, scale, hw)
+    inside = (tp[..., 0] >= -0.5) & (tp[..., 0] <= hw[1] - 0.5) & (tp[..., 1] >= -0.5) & (tp[..., 1] <= hw[0] - 0.5)
+    assert torch.equal(ok, inside) and ok.sum() > 0.3 * ok.numel()
+    assert torch.allclose(new[ok].double(), (tp - p)[ok], atol=1e-4)
+    assert torch.count_nonzero(new[~ok]) == 0
+
+
+def smooth_canvas(h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, h // 4, w // 4, generator=g)
+    return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)[0]
+
+
+def sample(image, xy):
+    """Bilinear (C, H, W) at (..., 2) pixel points (zeros outside)."""
+    grid = to_normalised(xy.float(), tuple(image.shape[1:]))[None]
+    return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+
+
+def translated_pair(hw=(32, 40), t=(3, -2), margin=6):
+    canvas = smooth_canvas(hw[0] + 2 * margin, hw[1] + 2 * margin)
+    tx, ty = t
+    src = canvas[:, margin:margin + hw[0], margin:margin + hw[1]]
+    trg = canvas[:, margin - ty:margin - ty + hw[0], margin - tx:margin - tx + hw[1]]  # trg(p + t) = src(p)
+    flow = torch.tensor([float(tx), float(ty)]).expand(*hw, 2).clone()
+    p = pixel_grid(hw)
+    mask = (p[..., 0] + tx <= hw[1] - 1) & (p[..., 0] + tx >= 0) & (p[..., 1] + ty <= hw[0] - 1) & (p[..., 1] + ty >= 0)
+    return src, trg, flow, mask
+
+
+def test_planted_pair_is_consistent_before_augmentation():
+    src, trg, flow, mask = translated_pair()
+    p = pixel_grid(tuple(src.shape[1:]))
+    assert torch.allclose(sample(trg, p + flow)[:, mask], src[:, mask], atol=1e-6)
+
+
+def test_source_transform_of_translation_flow_reproduces_the_pixel():
+    src, trg, flow, mask = translated_pair()
+    hw = tuple(src.shape[1:])
+    m = similarity_matrix(10.0, 1.3, hw)
+    new_src = warp_image(src, m)
+    new_flow, ok = transform_flow(flow, mask, src_m=m)
+    q = pixel_grid(hw, dtype=torch.float64)
+    p = q @ torch.linalg.inv(m)[:2, :2].T + torch.linalg.inv(m)[:2, 2]  # old source position of q
+    # translation is kept: F'(q) = S^-1 q + t - q
+    assert torch.allclose(new_flow[ok].double(), (p + flow.double() - q)[ok], atol=1e-4)
+    # pixels whose bilinear footprints lie inside both images: the target at q + F'(q) is the pixel
+    pos = q + new_flow.double()
+    inner = ok & (p >= 0).all(-1) & (p[..., 0] <= hw[1] - 1) & (p[..., 1] <= hw[0] - 1) & \
+        (pos >= 0).all(-1) & (pos[..., 0] <= hw[1] - 1) & (pos[..., 1] <= hw[0] - 1)
+    assert inner.sum() > 0.3 * inner.numel()
+    assert torch.allclose(sample(trg, pos)[:, inner], new_src[:, inner], atol=1e-4)
+
+
+def test_both_images_transformed_stay_consistent():
+    src, trg, flow, mask = translated_pair()
+    hw = tuple(src.shape[1:])
+    cfg = AugmentConfig(apply_to="both")
+    new_src, new_trg, new_flow, ok = augment_pair(src, trg, flow, mask, cfg, torch.Generator().manual_seed(5))
+    pos = pixel_grid(hw) + new_flow
+    inner = ok & (pos >= 1).all(-1) & (pos[..., 0] <= hw[1] - 2) & (pos[..., 1] <= hw[0] - 2)
+    inner &= F.max_pool2d((new_src.sum(0) == 0).float()[None], 3, 1, 1)[0] == 0  # away from the zero padding
+    assert inner.sum() > 50
+    err = (sample(new_trg, pos) - new_src)[:, inner].abs()
+    assert err.max() < 0.05  # two bilinear resamplings of a smooth image
+
+
+def test_augment_is_seeded_and_in_the_paper_ranges():
+    src, trg, flow, mask = translated_pair()
+    cfg = AugmentConfig()
+    assert cfg.rotation_deg == ROTATION_RANGE_DEG == (-16.0, 16.0) and cfg.scale == SCALE_RANGE == (0.9, 2.0)
+    a = augment_pair(src, trg, flow, mask, cfg, torch.Generator().manual_seed(1))
+    b = augment_pair(src, trg, flow, mask, cfg, torch.Generator().manual_seed(1))
+    c = augment_pair(src, trg, flow, mask, cfg, torch.Generator().manual_seed(2))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[2], c[2])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        m = sample_transform((32, 32), cfg, g)
+        scale = math.sqrt(float(torch.linalg.det(m[:2, :2])))
+        angle = math.degrees(math.atan2(float(m[0, 1]), float(m[0, 0])))
+        assert 0.9 - 1e-9 <= scale <= 2.0 + 1e-9 and -16 - 1e-9 <= angle <= 16 + 1e-9
+    with pytest.raises(ValueError):
+        AugmentConfig(apply_to="neither")

@@ -1,0 +1,204 @@
+"""Training path: data + providers + training.fit on a planted translation, then keypoint transfer.
+
+(Checkpoint/resume of the loop itself is covered by test_training.py.)
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pipeline_lib.backbones import build_backbone
+from pipeline_lib.datasets import DatasetIndex, ImageRecord, Pair, load_rgb
+from pipeline_lib.datasets import demo
+from pipeline_lib.pseudo_flow import pixel_grid
+from pipeline_lib.siamese import (AugmentConfig, ManifoldEmbeddings, PseudoFlowStores, SiameseFlowNet, SiamesePairData,
+                                  batch_factory, batch_loss, demo_flow_provider, grid_flow_provider, predict_keypoints,
+                                  predict_pairs, pseudo_flow_provider, transfer_from_neighbours)
+from pipeline_lib.training import TrainConfig, fit
+
+SIZE = 64
+SHIFT = (5, 3)  # planted flow: source pixel p shows the same content as target pixel p + SHIFT
+N_PAIRS = 12
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared, oversubscribed CPU, spinning OpenMP threads made these
+    tests ~5x slower (measured 138 s vs 24 s for this file at load 10 on 2 cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def constant_flow(pair, src_hw, trg_hw):
+    flow = np.broadcast_to(np.array(SHIFT, dtype=np.float32), (*src_hw, 2)).copy()
+    p = pixel_grid(src_hw).numpy()
+    pos = p + flow
+    mask = (pos[..., 0] <= trg_hw[1] - 1) & (pos[..., 1] <= trg_hw[0] - 1)
+    return flow, mask
+
+
+@pytest.fixture(scope="module")
+def translated_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("translated")
+    g = torch.Generator().manual_seed(0)
+    margin = 8
+    images, pairs = {}, []
+    for i in range(N_PAIRS):
+        canvas = F.interpolate(torch.rand(1, 3, 10, 10, generator=g), size=(SIZE + margin, SIZE + margin),
+                               mode="bicubic", align_corners=False)[0].clamp(0, 1)
+        canvas = (canvas.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        src = canvas[margin:margin + SIZE, margin:margin + SIZE]
+        trg = canvas[margin - SHIFT[1]:margin - SHIFT[1] + SIZE, margin - SHIFT[0]:margin - SHIFT[0] + SIZE]
+        for name, arr in (("s", src), ("t", trg)):
+            path = root / f"{name}{i}.png"
+            Image.fromarray(arr).save(path)
+            images[f"{name}{i}"] = ImageRecord(f"{name}{i}", path, "tex", SIZE, SIZE)
+        kps = np.array([[20.0, 20.0], [40.0, 30.0], [30.0, 45.0]])
+        pairs.append(Pair(f"p{i}", "tex", f"s{i}", f"t{i}", kps, kps + SHIFT, np.ones(3, bool), "train"))
+    return DatasetIndex("translated", "synthetic", images, pairs)
+
+
+@pytest.fixture(scope="module")
+def trained(translated_set, tmp_path_factory):
+    torch.manual_seed(0)
+    # ImageNet weights: their BN statistics keep eval-mode prediction sane after a few fine-tuning steps.
+    model = SiameseFlowNet(build_backbone("efficientnet_lite0"))
+    data = SiamesePairData(translated_set, translated_set.pairs, constant_flow, SIZE)
+    result = fit(model, batch_loss, batch_factory(data, batch_size=2), TrainConfig(epochs=2, lr=1e-3, batch_size=2),
+                 tmp_path_factory.mktemp("run"), torch.device("cpu"), desc="siamese")
+    return model, result
+
+
+def test_items_are_padded_squares_with_the_provider_flow(translated_set):
+    data = SiamesePairData(translated_set, translated_set.pairs[:1], constant_flow, 48)
+    item = data[0]
+    assert item["src"].shape == (3, 48, 48) and item["flow"].shape == (48, 48, 2) and item["mask"].dtype == torch.bool
+    assert torch.allclose(item["flow"][item["mask"]], torch.tensor(SHIFT, dtype=torch.float32))
+
+
+def test_rectangular_images_are_padded_not_stretched(tmp_path):
+    path = tmp_path / "r.png"
+    Image.fromarray(np.full((30, 60, 3), 200, np.uint8)).save(path)
+    index = DatasetIndex("r", "synthetic", {"a": ImageRecord("a", path, "c", 30, 60)},
+                         [Pair("aa", "c", "a", "a", np.zeros((1, 2)), np.zeros((1, 2)), np.ones(1, bool))])
+
+    def zero(pair, src_hw, trg_hw):
+        assert src_hw == trg_hw == (16, 32)
+        return np.zeros((*src_hw, 2)), np.ones(src_hw, bool)
+
+    item = SiamesePairData(index, index.pairs, zero, 32)[0]
+    assert item["mask"][:16].all() and not item["mask"][16:].any()
+    assert (item["src"][:, 16:] == 0).all() and (item["src"][:, :16] > 0.7).all()
+    with pytest.raises(ValueError, match="expected"):
+        SiamesePairData(index, index.pairs, lambda p, a, b: (np.zeros((5, 5, 2)), np.ones((5, 5), bool)), 32)[0]
+
+
+def test_batches_are_seeded_and_augmented_consistently(translated_set):
+    data = SiamesePairData(translated_set, translated_set.pairs[:5], constant_flow, SIZE)
+    factory = batch_factory(data, batch_size=2, augment=AugmentConfig())
+    a = list(factory(0, torch.Generator().manual_seed(7)))
+    b = list(factory(0, torch.Generator().manual_seed(7)))
+    assert [x.src.shape[0] for x in a] == [2, 2, 1]
+    assert all(torch.equal(x.flow, y.flow) and x.pair_ids == y.pair_ids for x, y in zip(a, b))
+    batch = a[0]
+    assert batch.src.shape == (2, 3, SIZE, SIZE) and batch.flow.shape == (2, SIZE, SIZE, 2)
+    assert batch.mask.any() and not torch.allclose(batch.flow[batch.mask][:, 0], torch.tensor(float(SHIFT[0])))
+
+
+def test_training_reduces_the_loss(trained, tmp_path):
+    _, result = trained
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 2 and losses[1] < losses[0]
+
+
+def test_trained_model_moves_keypoints_the_planted_way(trained, translated_set):
+    model, _ = trained
+    pair = translated_set.pairs[0]
+    src, trg = load_rgb(translated_set.images[pair.src].path), load_rgb(translated_set.images[pair.trg].path)
+    out = predict_keypoints(model, src, trg, pair.src_kps, input_size=SIZE)
+    moved = out - pair.src_kps
+    assert out.shape == (3, 2)
+    assert (moved[:, 0] > 0).all() and (moved[:, 1] > 0).all()  # right and down, like SHIFT
+    preds, ms = predict_pairs(model, translated_set.pairs[:2], translated_set.images, SIZE, progress=False)
+    assert set(preds) == {"p0", "p1"} and np.allclose(preds["p0"], out) and ms > 0
+    assert predict_keypoints(model, src, trg, np.zeros((0, 2)), input_size=SIZE).shape == (0, 2)
+    # Gaur et al. Sec. 6: keypoints of retrieved images mapped onto the query and averaged
+    partial = np.array([True, True, False])
+    mean, count = transfer_from_neighbours(model, trg, [(src, pair.src_kps, pair.valid), (src, pair.src_kps, partial)],
+                                           input_size=SIZE)
+    assert count.tolist() == [2, 2, 1] and np.allclose(mean, out)
+
+
+def test_pseudo_flow_provider_recovers_a_planted_grid_shift():
+    g = torch.Generator().manual_seed(0)
+    emb_s = torch.randn(8, 8, 12, generator=g)
+    emb_t = torch.roll(emb_s, shifts=(0, 1), dims=(0, 1))  # one cell to the right
+    store = {"a": (emb_s.numpy(), None), "b": (emb_t.numpy(), None)}
+    flow_for = pseudo_flow_provider(lambda k: store[k], mode="mutual")
+    pair = Pair("ab", "c", "a", "b", np.zeros((1, 2)), np.zeros((1, 2)), np.ones(1, bool))
+    flow, mask = flow_for(pair, (32, 32), (32, 32))
+    assert flow.shape == (32, 32, 2) and mask.all()
+    assert np.allclose(flow[:, :24, 0], 4.0) and np.allclose(flow[..., 1], 0.0)  # 4 px cells
+
+
+def test_demo_flow_provider_matches_keypoints(tmp_path):
+    cfg = demo.DemoConfig(photos=("chelsea",), images_per_category=2, image_size=48, n_keypoints=5)
+    demo.generate(tmp_path / "demo", cfg, seed=0)
+    index = demo.load(tmp_path / "demo")
+    flow_for = demo_flow_provider(index)
+    pair = index.pairs[0]
+    flow, mask = flow_for(pair, (32, 32), (32, 32))  # resized from 48
+    kps = (pair.src_kps + 0.5) * 32 / 48 - 0.5
+    ij = np.clip(np.round(kps).astype(int), 0, 31)
+    moved = kps + flow[ij[:, 1], ij[:, 0]]
+    expect = (pair.trg_kps + 0.5) * 32 / 48 - 0.5
+    ok = mask[ij[:, 1], ij[:, 0]]
+    assert ok.sum() >= 3 and np.abs(moved - expect)[ok].max() < 1.5  # nearest-pixel flow on a warped pair
+
+
+def test_manifold_embeddings_read_the_final_iteration(tmp_path):
+    import zarr
+
+    root = zarr.open_group(str(tmp_path / "m.zarr"), mode="w")
+    root.attrs["image_ids"] = ["x/0", "x/1"]
+    emb = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    labels = np.stack([np.zeros((2, 4, 4), np.int32), np.ones((2, 4, 4), np.int32)])  # (n_iter, n_img, g, g)
+    root.create_array("embedding", data=emb)
+    root.create_array("label_maps", data=labels)
+    embeddings = ManifoldEmbeddings([tmp_path / "m.zarr"])
+    e, lab = embeddings("x/1")
+    assert np.array_equal(e, emb[1]) and (lab == 1).all() and "x/0" in embeddings
+    with pytest.raises(KeyError, match="no manifold store"):
+        embeddings("y/0")
+
+
+def test_stored_grid_flow_is_rescaled_to_the_resized_frames(tmp_path):
+    import zarr
+
+    from pipeline_lib.pseudo_flow import pseudo_flow
+
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(4, 4, 6, generator=g)
+    # original images: source 40x40, target 80x80 (same content at twice the size): identity cells
+    flow, mask = pseudo_flow(emb, emb, (40, 40), (80, 80))
+    root = zarr.open_group(str(tmp_path / "pgt.zarr"), mode="w")
+    grp = root.create_group("p00000")
+    grp.attrs.update({"pair_id": "ab", "src_hw": [40, 40], "trg_hw": [80, 80]})
+    grp.create_array("flow", data=flow.numpy())
+    grp.create_array("mask", data=mask.numpy())
+    stores = PseudoFlowStores([tmp_path / "pgt.zarr"])
+    pair = Pair("ab", "c", "a", "b", np.zeros((1, 2)), np.zeros((1, 2)), np.ones(1, bool))
+    out, ok = grid_flow_provider(stores)(pair, (20, 20), (20, 20))  # both resized to 20 px
+    assert out.shape == (20, 20, 2) and ok.all()
+    # same content at the same resized place: zero flow where the two bilinear steps (grid -> 40 px
+    # -> 20 px) stay between the outermost cell centres (x in [4.5, 34.5]); outside, the border value
+    # is held
+    assert np.abs(out[4:17, 4:17]).max() < 1e-4
+    with pytest.raises(KeyError):
+        stores(replace(pair, pair_id="zz"))

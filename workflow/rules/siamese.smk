@@ -1,0 +1,47 @@
+rule train_siamese:
+    input:
+        pair_inputs,
+        manifold=lambda w: manifold_outputs(w.backbone),
+    output:
+        weights=f"{DATA}/{{backbone}}/siamese/model.pt",
+        log_csv=f"{DATA}/{{backbone}}/siamese/train_log.csv",
+        curve=report(
+            f"{DATA}/{{backbone}}/siamese/loss_curve.png",
+            caption="../report/loss_curve.rst",
+            category="Training",
+            subcategory="siamese",
+        ),
+    params:
+        cfg=cfg_params("seed", "siamese", "pseudo_flow", "manifold", dataset_keys=("kind", "root", "split")),
+    log:
+        f"logs/train_siamese/{D}/{{backbone}}.log",
+    benchmark:
+        f"benchmarks/train_siamese/{D}/{{backbone}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1 if config["device"] == "cuda" else 0,
+    script:
+        "../scripts/train_siamese.py"
+
+
+rule predict_siamese:
+    input:
+        pair_inputs,
+        weights=rules.train_siamese.output.weights,
+    output:
+        predictions=f"{DATA}/{{backbone}}/methods/siamese/predictions.csv",
+        meta=f"{DATA}/{{backbone}}/methods/siamese/predict_meta.json",
+    params:
+        cfg=cfg_params("seed", "siamese", "evaluation", dataset_keys=("kind", "root", "split")),
+    log:
+        f"logs/predict_siamese/{D}/{{backbone}}.log",
+    benchmark:
+        f"benchmarks/predict_siamese/{D}/{{backbone}}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1 if config["device"] == "cuda" else 0,
+    script:
+        "../scripts/predict_siamese.py"
