@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline_lib.hpf import assign, build_hough_space, cell_centres, nn_match, rhm_scores
+from pipeline_lib.geometry import cell_centres
+from pipeline_lib.hpf import assign, build_hough_space, nn_match, rhm_scores
 
 MIB = 2**20
 # HPF resizes the longer image side to 300 px (Min et al. code, PF-PASCAL protocol); a 75x75
@@ -71,7 +72,7 @@ def make_inputs(h: int, w: int, channels: int, device: torch.device, seed: int):
     gen = torch.Generator().manual_seed(seed)
     src = torch.randn(h * w, channels, generator=gen).to(device)
     trg = torch.randn(h * w, channels, generator=gen).to(device)
-    pos = cell_centres(h, w, IMAGE_SIDE_PX, IMAGE_SIDE_PX, device=device)
+    pos = cell_centres(h, w, (IMAGE_SIDE_PX, IMAGE_SIDE_PX), device=device)
     return src, trg, pos
 
 

@@ -1,0 +1,206 @@
+"""Micro-benchmark: inference time and peak memory per image pair of SFNet and WeakAlign, against the
+plain nearest-neighbour (NN) baseline timed in the same run.
+
+Per pair and image side S (both images S x S, 10 source keypoints):
+
+- ``nn``: backbone up to the NN layer (``block10`` on efficientnet_lite0) for both images, then
+  the pipeline's NN keypoint transfer (``pipeline_lib.methods.nn.nn_transfer``);
+- ``sfnet``: SFNet forward (backbone to the stride-32 layer, adaptation, correlation, kernel soft
+  argmax both ways) and keypoint transfer through the flow;
+- ``weakalign``: both WeakAlign stages (the second one re-runs the backbone on the affine-warped
+  source) and keypoint transfer by the transforms (``swap`` mode: no inversion).
+
+Weights are random unless ``--pretrained`` (timing does not depend on them). Memory: peak extra
+CUDA memory per call, or on CPU the peak-RSS growth of one call (the method of
+``bench/bench_matching.py``; RSS includes allocator slack, so treat it as approximate).
+
+Usage:
+    python bench/bench_sfnet_weakalign.py --device auto --sizes 128 256 --repeats 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ctypes
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline_lib.backbones import build_backbone, resolve_device
+from pipeline_lib.methods.nn import nn_transfer
+from pipeline_lib.sfnet import SFNetConfig, build_sfnet
+from pipeline_lib.sfnet.predict import transfer_points
+from pipeline_lib.weakalign import WeakAlignConfig, build_weakalign, composed_points
+from pipeline_lib.weakalign.geometry import normalised_to_pixels, pixels_to_normalised
+
+N_KEYPOINTS = 10
+METHODS = ("nn", "sfnet", "weakalign")
+MIB = 2**20
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, args, device: torch.device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn(*args)
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def cuda_peak_mib(fn, args, device: torch.device) -> float:
+    """Peak CUDA memory allocated during one call, above what was allocated before it."""
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn(*args)
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / MIB
+
+
+def _proc_status_mib(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024  # kB -> MiB
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def cpu_peak_mib(fn, args) -> float:
+    """Peak-RSS growth over one call (Linux: VmHWM reset through /proc/self/clear_refs; nan elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so its reuse is not invisible
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        before = _proc_status_mib("VmRSS")
+    except (OSError, AttributeError):
+        return float("nan")
+    fn(*args)
+    return _proc_status_mib("VmHWM") - before
+
+
+@dataclass
+class Row:
+    device: str
+    image_px: int
+    nn_ms: float
+    sfnet_ms: float
+    weakalign_ms: float
+    sfnet_over_nn: float
+    weakalign_over_nn: float
+    nn_peak_mib: float
+    sfnet_peak_mib: float
+    weakalign_peak_mib: float
+    sfnet_grid: str
+    weakalign_grid: str
+    backbone: str
+    pretrained: bool
+    memory_method: str
+    repeats: int
+    threads: int
+    torch_version: str
+
+
+def pair_fns(backbone_name: str, size: int, device: torch.device, pretrained: bool):
+    """{method: fn(src (1, 3, S, S), trg, kps (K, 2)) -> (K, 2)} and the models' grids."""
+    bb = build_backbone(backbone_name, pretrained=pretrained).to(device).eval()
+    sfnet = build_sfnet(SFNetConfig(image_size=size), bb).to(device).eval()
+    wa = build_weakalign(WeakAlignConfig(image_size=size), bb).to(device).eval()
+    nn_layer = wa.layer  # the same stride-16 layer for the baseline
+    hw = (size, size)
+
+    @torch.inference_mode()
+    def nn_fn(src, trg, kps):
+        feats = bb(torch.cat([src, trg]), upto=nn_layer)[nn_layer]
+        return nn_transfer(feats[0], feats[1], kps, hw, hw)
+
+    @torch.inference_mode()
+    def sfnet_fn(src, trg, kps):
+        return transfer_points(sfnet(src, trg).flow_s2t, kps, hw, hw)
+
+    @torch.inference_mode()
+    def weakalign_fn(src, trg, kps):
+        out = wa(trg, src)  # "swap" mode: the backward map of (target, source) sends source points to the target
+        pts = composed_points(out.theta_aff, out.theta_tps, pixels_to_normalised(kps, hw)[None])[0]
+        return normalised_to_pixels(pts, hw)
+
+    with torch.inference_mode():
+        grid = tuple(sfnet(torch.zeros(1, 3, size, size, device=device), torch.zeros(1, 3, size, size, device=device))
+                     .flow_s2t.shape[1:3])
+    return {"nn": nn_fn, "sfnet": sfnet_fn, "weakalign": weakalign_fn}, grid, wa.grid_hw
+
+
+def bench_size(backbone_name, size, device, repeats, warmup, seed, pretrained) -> Row:
+    torch.manual_seed(seed)
+    fns, sf_grid, wa_grid = pair_fns(backbone_name, size, device, pretrained)
+    gen = torch.Generator().manual_seed(seed)
+    src, trg = (torch.rand(1, 3, size, size, generator=gen).to(device) for _ in range(2))
+    args = (src, trg, (torch.rand(N_KEYPOINTS, 2, generator=gen) * (size - 1)).to(device))
+    ms = {m: median_ms(fns[m], args, device, repeats, warmup) for m in METHODS}
+    if device.type == "cuda":
+        peak = {m: cuda_peak_mib(fns[m], args, device) for m in METHODS}
+        method = "cuda.max_memory_allocated - allocated_before"
+    else:
+        peak = {m: cpu_peak_mib(fns[m], args) for m in METHODS}
+        method = "peak RSS (VmHWM, reset via /proc/self/clear_refs) - RSS before"
+    return Row(device=str(device), image_px=size, nn_ms=round(ms["nn"], 2), sfnet_ms=round(ms["sfnet"], 2),
+               weakalign_ms=round(ms["weakalign"], 2), sfnet_over_nn=round(ms["sfnet"] / ms["nn"], 2),
+               weakalign_over_nn=round(ms["weakalign"] / ms["nn"], 2), nn_peak_mib=round(peak["nn"], 1),
+               sfnet_peak_mib=round(peak["sfnet"], 1), weakalign_peak_mib=round(peak["weakalign"], 1),
+               sfnet_grid="x".join(map(str, sf_grid)), weakalign_grid="x".join(map(str, wa_grid)),
+               backbone=backbone_name, pretrained=pretrained, memory_method=method, repeats=repeats, threads=torch.get_num_threads(),
+               torch_version=torch.__version__)
+
+
+def markdown(rows: list[Row]) -> str:
+    cols = ["device", "image_px", "sfnet_grid", "nn_ms", "sfnet_ms", "weakalign_ms", "sfnet_over_nn",
+            "weakalign_over_nn", "nn_peak_mib", "sfnet_peak_mib", "weakalign_peak_mib"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(getattr(r, c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[128, 256], help="square image sides in pixels")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--pretrained", action="store_true", help="load ImageNet weights (timing does not need them)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per method and size")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/sfnet_weakalign.csv"))
+    args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as err:
+        parser.error(str(err))
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+
+    rows = [bench_size(args.backbone, s, device, args.repeats, args.warmup, args.seed, args.pretrained)
+            for s in args.sizes]
+    print(markdown(rows))
+    print(f"\nmemory: {rows[0].memory_method}; backbone {args.backbone}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; {N_KEYPOINTS} keypoints per pair")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
