@@ -1,0 +1,205 @@
+"""Micro-benchmark: FCSS inference per image pair vs nearest neighbour on plain backbone features.
+
+Both methods run in the same process on the same random image pair and keypoints, per image size:
+
+- ``fcss``: FCSS descriptors of both images (backbone up to the deepest CSS layer, three CSS
+  layers, upsampling, normalisation) and NN transfer of the keypoints (``predict_keypoints``);
+- ``nn``: the backbone up to its default NN layer for both images and the same NN transfer
+  (``methods.nn.nn_transfer``), i.e. the pipeline's baseline computed from images.
+
+Reports the median wall-clock and process-CPU ms/pair, the FCSS/NN ratios and the peak extra
+memory of one call (CUDA: ``max_memory_allocated`` growth; CPU: peak-RSS growth, as in
+``bench_matching.py``, approximate). On a shared CPU trust the CPU-time columns over wall time.
+Random-initialised weights are used when the pretrained ones are not installed (timing only).
+
+Usage:
+    python bench/bench_fcss.py --device auto --sizes 128 256 --repeats 10 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ctypes
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline_lib.backbones import BackboneError, build_backbone, resolve_device
+from pipeline_lib.fcss import FCSSConfig, build_fcss, predict_keypoints
+from pipeline_lib.methods.nn import nn_transfer
+
+N_KEYPOINTS = 10  # PF-WILLOW annotates 10 keypoints per image
+MIB = 2**20
+
+
+# Timing and memory helpers: the same measurement as bench_matching.py (kept local so this script
+# does not break when that one's imports change).
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, args, device: torch.device, repeats: int, warmup: int) -> tuple[float, float]:
+    """Median wall-clock ms and median process-CPU ms (all threads) per call. On a shared CPU the
+    CPU time is the steadier number: it does not count time spent waiting for a core."""
+    for _ in range(warmup):
+        fn(*args)
+    sync(device)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn(*args)
+        sync(device)
+        wall.append((time.perf_counter() - start) * 1e3)
+        cpu.append((time.process_time() - start_cpu) * 1e3)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def cuda_peak_mib(fn, args, device: torch.device) -> float:
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn(*args)
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / MIB
+
+
+def _proc_status_mib(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024  # kB -> MiB
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def cpu_peak_mib(fn, args) -> float:
+    """Peak RSS growth over one call (Linux only; nan elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so reuse is not invisible
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        before = _proc_status_mib("VmRSS")
+    except (OSError, AttributeError):
+        return float("nan")
+    fn(*args)
+    return _proc_status_mib("VmHWM") - before
+
+
+@dataclass
+class Row:
+    device: str
+    backbone: str
+    pretrained: bool
+    image_px: int
+    fcss_layers: str
+    descriptor_dim: int
+    descriptor_hw: str
+    nn_layer: str
+    nn_ms: float
+    fcss_ms: float
+    fcss_over_nn: float
+    nn_cpu_ms: float
+    fcss_cpu_ms: float
+    fcss_over_nn_cpu: float
+    nn_peak_mib: float
+    fcss_peak_mib: float
+    memory_method: str
+    repeats: int
+    threads: int
+    torch_version: str
+
+
+def nn_pair(backbone, layer):
+    def run(src, trg, kps):
+        with torch.inference_mode():
+            fs = backbone(src[None], upto=layer)[layer][0]
+            ft = backbone(trg[None], upto=layer)[layer][0]
+            return nn_transfer(fs, ft, kps, tuple(src.shape[1:]), tuple(trg.shape[1:]))
+    return run
+
+
+def fcss_pair(model):
+    def run(src, trg, kps):
+        return predict_keypoints(model, src, trg, kps)
+    return run
+
+
+def bench_size(size, backbone, pretrained, model, device, repeats, warmup, seed) -> Row:
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.rand(3, size, size, generator=gen).to(device)
+    trg = torch.rand(3, size, size, generator=gen).to(device)
+    kps = (torch.rand(N_KEYPOINTS, 2, generator=gen) * (size - 1)).to(device)
+    fns = {"nn": nn_pair(backbone, backbone.default_layer), "fcss": fcss_pair(model)}
+    timed = {k: median_ms(f, (src, trg, kps), device, repeats, warmup) for k, f in fns.items()}
+    ms = {k: v[0] for k, v in timed.items()}
+    cpu = {k: v[1] for k, v in timed.items()}
+    if device.type == "cuda":
+        peak = {k: cuda_peak_mib(f, (src, trg, kps), device) for k, f in fns.items()}
+        method = "cuda.max_memory_allocated - allocated_before"
+    else:
+        peak = {k: cpu_peak_mib(f, (src, trg, kps)) for k, f in fns.items()}
+        method = "peak RSS (VmHWM, reset via /proc/self/clear_refs) - RSS before"
+    with torch.inference_mode():
+        desc = model(src[None])
+    return Row(device=str(device), backbone=backbone.name, pretrained=pretrained, image_px=size,
+               fcss_layers="+".join(model.layers), descriptor_dim=int(desc.shape[1]),
+               descriptor_hw=f"{desc.shape[2]}x{desc.shape[3]}", nn_layer=backbone.default_layer,
+               nn_ms=round(ms["nn"], 3), fcss_ms=round(ms["fcss"], 3), fcss_over_nn=round(ms["fcss"] / ms["nn"], 2),
+               nn_cpu_ms=round(cpu["nn"], 3), fcss_cpu_ms=round(cpu["fcss"], 3),
+               fcss_over_nn_cpu=round(cpu["fcss"] / cpu["nn"], 2),
+               nn_peak_mib=round(peak["nn"], 1), fcss_peak_mib=round(peak["fcss"], 1), memory_method=method,
+               repeats=repeats, threads=torch.get_num_threads(), torch_version=torch.__version__)
+
+
+def markdown(rows: list[Row]) -> str:
+    cols = ["device", "image_px", "descriptor_hw", "nn_layer", "nn_ms", "fcss_ms", "fcss_over_nn", "nn_cpu_ms",
+            "fcss_cpu_ms", "fcss_over_nn_cpu", "nn_peak_mib", "fcss_peak_mib"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(getattr(r, c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[128, 256], help="square image sides (px)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per method and size")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (0 = torch's default); 1 avoids idle-thread spinning being "
+                             "counted on a shared machine")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/fcss.csv"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except BackboneError as err:
+        parser.error(str(err))
+
+    try:
+        backbone, pretrained = build_backbone(args.backbone, pretrained=True), True
+    except BackboneError:
+        backbone, pretrained = build_backbone(args.backbone, pretrained=False), False
+    backbone = backbone.to(device).eval()
+    model = build_fcss(FCSSConfig(seed=args.seed), backbone).to(device).eval()
+    rows = [bench_size(s, backbone, pretrained, model, device, args.repeats, args.warmup, args.seed)
+            for s in args.sizes]
+    print(markdown(rows))
+    print(f"\nFCSS layers {rows[0].fcss_layers} ({rows[0].descriptor_dim}-d); backbone {args.backbone} "
+          f"(pretrained={pretrained}); memory: {rows[0].memory_method}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; {N_KEYPOINTS} keypoints per pair")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""FCSS inference: keypoint transfer by nearest neighbour on FCSS descriptors."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline_lib.backbones import build_backbone
+from pipeline_lib.datasets.base import ImageRecord, Pair
+from pipeline_lib.fcss.model import FCSSConfig, build_fcss
+from pipeline_lib.fcss.predict import describe, predict_keypoints, predict_pairs
+from pipeline_lib.geometry import cell_centres
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_fcss(FCSSConfig(n_patterns=16), build_backbone("efficientnet_lite0", pretrained=False))
+
+
+def test_an_image_matched_to_itself_keeps_keypoints_on_cell_centres(model):
+    img = torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(1))
+    centres = cell_centres(32, 40, (64, 80))  # stride-2 descriptor grid of a 64x80 image
+    kps = centres[[0, 77, 500, 1279]]
+    out = predict_keypoints(model, img, img, kps)
+    assert out.shape == (4, 2)
+    torch.testing.assert_close(out, kps)
+
+
+def test_transfer_lands_inside_the_target_and_restores_training_mode(model):
+    g = torch.Generator().manual_seed(2)
+    src, trg = torch.rand(3, 64, 64, generator=g), torch.rand(3, 72, 96, generator=g)
+    model.train()
+    out = predict_keypoints(model, src, trg, torch.tensor([[3.0, 5.0], [60.0, 40.0], [31.5, 31.5]]))
+    assert model.training and not model.backbone.training
+    assert out.shape == (3, 2)
+    assert (out[:, 0] >= 0).all() and (out[:, 0] <= 95).all() and (out[:, 1] >= 0).all() and (out[:, 1] <= 71).all()
+    assert predict_keypoints(model, src, trg, torch.zeros(0, 2)).shape == (0, 2)
+    with pytest.raises(ValueError, match="K, 2"):
+        predict_keypoints(model, src, trg, torch.zeros(3))
+    assert describe(model, src).shape == (48, 32, 32)
+
+
+def test_predict_pairs_returns_original_pixels_and_nan_for_invalid(model, tmp_path):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    images = {"c/a": ImageRecord("c/a", tmp_path / "a.png", "c", 60, 80)}
+    kps = np.array([[10.0, 12.0], [50.0, 30.0], [np.nan, np.nan]])
+    pair = Pair("c/a->c/a", "c", "c/a", "c/a", kps, kps, np.array([True, True, False]))
+    preds, ms = predict_pairs(model, [pair], images, longer_side=40)
+    out = preds["c/a->c/a"]
+    assert out.shape == (3, 2) and np.isnan(out[2]).all() and ms > 0
+    # self-match at 40 px: a keypoint's descriptor is a blend of its 4 surrounding cells (stride 2),
+    # so it lands on one of them: less than one cell (2 px at 40 px = 4 px at 80 px) per coordinate
+    assert np.abs(out[:2] - kps[:2]).max() <= 4.0
