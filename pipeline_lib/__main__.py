@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"\n## {cfg['dataset']['name']} / {b}\n\n{md.read_text()}")
         print(f"tables: {base / b / 'pck_summary.csv'} (per pair: {base / b}/methods/*/pck_per_pair.csv)")
+        print(f"artifacts: {base / b}/ (features cache: {cfg['results_dir']}/features/); logs: logs/; "
+              f"HTML report: `make report` -> report.html; inspect any artifact: python -m pipeline_lib inspect PATH")
     return 0
 
 
