@@ -26,6 +26,8 @@ def describe(path: str | Path, max_groups: int = 5) -> str:
         return f"{path}: CSV, {len(lines) - 1} rows\n" + "\n".join(lines[:12])
     if path.suffix == ".json":
         return f"{path}: JSON\n" + json.dumps(json.loads(path.read_text()), indent=2)[:4000]
+    if path.suffix == ".pt":
+        return describe_checkpoint(path)
     root = zarr.open(str(path), mode="r")
     out = [f"{path}: Zarr {'group' if isinstance(root, zarr.Group) else 'array'}"]
     for k, v in dict(root.attrs).items():
@@ -34,6 +36,28 @@ def describe(path: str | Path, max_groups: int = 5) -> str:
         out.append(f"  shape={root.shape} dtype={root.dtype} chunks={root.chunks}")
         return "\n".join(out)
     _walk(root, out, "  ", max_groups)
+    return "\n".join(out)
+
+
+def describe_checkpoint(path: Path, max_tensors: int = 12) -> str:
+    """A torch checkpoint (final weights or a training checkpoint): metadata, epoch, loss history,
+    and the shapes of the first ``max_tensors`` weights."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    weights = state.get("model", {})
+    n_params = sum(int(t.numel()) for t in weights.values() if hasattr(t, "numel"))
+    out = [f"{path}: torch checkpoint, {len(weights)} tensors, {n_params:,} values"]
+    for key in ("meta", "epoch", "fingerprint"):
+        if key in state:
+            out.append(f"  @{key} = {_short(state[key])}")
+    for h in state.get("history", []):
+        out.append(f"  epoch {h['epoch']}: loss {h['loss']:.5f} ({h['n_batches']} batches, {h['seconds']} s)")
+    for i, (name, t) in enumerate(weights.items()):
+        if i == max_tensors:
+            out.append(f"  ... {len(weights) - max_tensors} more tensors")
+            break
+        out.append(f"  {name}: {tuple(t.shape)} {t.dtype}")
     return "\n".join(out)
 
 

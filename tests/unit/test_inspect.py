@@ -36,3 +36,16 @@ def test_pca_colours_separate_two_planted_feature_groups():
     rgb = pca_rgb(feat)
     assert rgb.shape == (4, 4, 3) and 0 <= rgb.min() and rgb.max() <= 1
     assert np.abs(rgb[:, :2].mean((0, 1)) - rgb[:, 2:].mean((0, 1))).max() > 0.5
+
+
+def test_describe_a_training_checkpoint(tmp_path):
+    import torch
+    from torch import nn
+
+    from pipeline_lib.training import TrainConfig, fit
+
+    fit(nn.Linear(2, 1), lambda m, b: (m(b) ** 2).mean(), lambda e, g: [torch.ones(3, 2)],
+        TrainConfig(epochs=2, lr=0.1), tmp_path, torch.device("cpu"))
+    text = describe(tmp_path / "checkpoints" / "epoch_0001.pt")
+    assert "torch checkpoint, 2 tensors, 3 values" in text
+    assert "epoch 1: loss" in text and "epoch 2: loss" in text and "weight: (1, 2)" in text
