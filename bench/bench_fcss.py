@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import ctypes
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -31,18 +30,13 @@ import torch
 from pipeline_lib.backbones import BackboneError, build_backbone, resolve_device
 from pipeline_lib.fcss import FCSSConfig, build_fcss, predict_keypoints
 from pipeline_lib.methods.nn import nn_transfer
+from _timing import cpu_peak_mib, cuda_peak_mib, sync  # shared helpers (bench/_timing.py)
 
 N_KEYPOINTS = 10  # PF-WILLOW annotates 10 keypoints per image
-MIB = 2**20
 
 
 # Timing and memory helpers: the same measurement as bench_matching.py (kept local so this script
 # does not break when that one's imports change).
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def median_ms(fn, args, device: torch.device, repeats: int, warmup: int) -> tuple[float, float]:
     """Median wall-clock ms and median process-CPU ms (all threads) per call. On a shared CPU the
     CPU time is the steadier number: it does not count time spent waiting for a core."""
@@ -57,34 +51,6 @@ def median_ms(fn, args, device: torch.device, repeats: int, warmup: int) -> tupl
         wall.append((time.perf_counter() - start) * 1e3)
         cpu.append((time.process_time() - start_cpu) * 1e3)
     return statistics.median(wall), statistics.median(cpu)
-
-
-def cuda_peak_mib(fn, args, device: torch.device) -> float:
-    sync(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    fn(*args)
-    sync(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / MIB
-
-
-def _proc_status_mib(key: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024  # kB -> MiB
-    raise OSError(f"{key} not in /proc/self/status")
-
-
-def cpu_peak_mib(fn, args) -> float:
-    """Peak RSS growth over one call (Linux only; nan elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so reuse is not invisible
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        before = _proc_status_mib("VmRSS")
-    except (OSError, AttributeError):
-        return float("nan")
-    fn(*args)
-    return _proc_status_mib("VmHWM") - before
 
 
 @dataclass

@@ -20,9 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import csv
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,8 +29,8 @@ import torch
 
 from pipeline_lib.geometry import cell_centres
 from pipeline_lib.hpf import assign, build_hough_space, nn_match, rhm_scores
+from _timing import MIB, cpu_peak_mib, cuda_peak_mib, median_ms, sync  # shared helpers (bench/_timing.py)
 
-MIB = 2**20
 # HPF resizes the longer image side to 300 px (Min et al. code, PF-PASCAL protocol); a 75x75
 # base map is ResNet stride 4 on 300 px, a 38x38 map is stride 8.
 IMAGE_SIDE_PX = 300
@@ -81,53 +79,6 @@ def matchers(space):
         "nn": lambda s, t: nn_match(s, t),
         "rhm": lambda s, t: assign(rhm_scores(s, t, space)),
     }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_ms(fn, args, device: torch.device, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn(*args)
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args)
-        sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def cuda_peak_mib(fn, args, device: torch.device) -> float:
-    sync(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    fn(*args)
-    sync(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / MIB
-
-
-def _proc_status_mib(key: str) -> float:
-    text = Path("/proc/self/status").read_text()
-    for line in text.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024  # kB -> MiB
-    raise OSError(f"{key} not in /proc/self/status")
-
-
-def cpu_peak_mib(fn, args) -> float:
-    """Peak RSS growth over one call (Linux only; nan elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so reuse is not invisible
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        before = _proc_status_mib("VmRSS")
-    except (OSError, AttributeError):
-        return float("nan")
-    fn(*args)
-    return _proc_status_mib("VmHWM") - before
 
 
 def bench_one(h, w, channels, device, repeats, warmup, seed) -> Row:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import ctypes
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,57 +34,10 @@ from pipeline_lib.sfnet import SFNetConfig, build_sfnet
 from pipeline_lib.sfnet.predict import transfer_points
 from pipeline_lib.weakalign import WeakAlignConfig, build_weakalign, composed_points
 from pipeline_lib.weakalign.geometry import normalised_to_pixels, pixels_to_normalised
+from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, sync  # shared helpers (bench/_timing.py)
 
 N_KEYPOINTS = 10
 METHODS = ("nn", "sfnet", "weakalign")
-MIB = 2**20
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_ms(fn, args, device: torch.device, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn(*args)
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args)
-        sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def cuda_peak_mib(fn, args, device: torch.device) -> float:
-    """Peak CUDA memory allocated during one call, above what was allocated before it."""
-    sync(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    fn(*args)
-    sync(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / MIB
-
-
-def _proc_status_mib(key: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024  # kB -> MiB
-    raise OSError(f"{key} not in /proc/self/status")
-
-
-def cpu_peak_mib(fn, args) -> float:
-    """Peak-RSS growth over one call (Linux: VmHWM reset through /proc/self/clear_refs; nan elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so its reuse is not invisible
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        before = _proc_status_mib("VmRSS")
-    except (OSError, AttributeError):
-        return float("nan")
-    fn(*args)
-    return _proc_status_mib("VmHWM") - before
 
 
 @dataclass

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from pipeline_lib.backbones import build_backbone, describe_layers
 from pipeline_lib.siamese.loss import truncated_euclidean_loss
 from pipeline_lib.siamese.model import STRIDE_PROBE_PX, SiameseFlowNet
+from _timing import MIB, sync  # shared helpers (bench/_timing.py)
 
-MIB = 2**20
 
 
 @dataclass
@@ -63,11 +63,6 @@ class Row:
     threads: int
     load_avg_1min: float
     torch_version: str
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def reset_peak(device: torch.device) -> None:
