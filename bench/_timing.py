@@ -7,9 +7,11 @@ above the baseline, or on CPU the peak-RSS growth of one call (Linux: VmHWM rese
 
 from __future__ import annotations
 
+import csv
 import ctypes
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -62,3 +64,12 @@ def cpu_peak_mib(fn, args) -> float:
         return float("nan")
     fn(*args)
     return _proc_status_mib("VmHWM") - before
+
+
+def save_rows(path: Path, rows) -> None:
+    """Write benchmark rows (dataclasses) as CSV, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)

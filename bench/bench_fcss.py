@@ -19,10 +19,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ import torch
 from pipeline_lib.backbones import BackboneError, build_backbone, resolve_device
 from pipeline_lib.fcss import FCSSConfig, build_fcss, predict_keypoints
 from pipeline_lib.methods.nn import nn_transfer
-from _timing import cpu_peak_mib, cuda_peak_mib, sync  # shared helpers (bench/_timing.py)
+from _timing import cpu_peak_mib, cuda_peak_mib, save_rows, sync  # shared helpers (bench/_timing.py)
 
 N_KEYPOINTS = 10  # PF-WILLOW annotates 10 keypoints per image
 
@@ -159,11 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nFCSS layers {rows[0].fcss_layers} ({rows[0].descriptor_dim}-d); backbone {args.backbone} "
           f"(pretrained={pretrained}); memory: {rows[0].memory_method}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {N_KEYPOINTS} keypoints per pair")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
+    save_rows(args.out, rows)
     print(f"wrote {args.out}")
 
 

@@ -20,16 +20,16 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pipeline_lib.geometry import cell_centres
 from pipeline_lib.hpf import assign, build_hough_space, nn_match, rhm_scores
-from _timing import MIB, cpu_peak_mib, cuda_peak_mib, median_ms, sync  # shared helpers (bench/_timing.py)
+from pipeline_lib.backbones import resolve_device
+from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, MIB, save_rows, sync  # shared helpers (bench/_timing.py)
 
 # HPF resizes the longer image side to 300 px (Min et al. code, PF-PASCAL protocol); a 75x75
 # base map is ResNet stride 4 on 300 px, a 38x38 map is stride 8.
@@ -132,21 +132,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/matching.csv"))
     args = parser.parse_args(argv)
 
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    elif args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda requested but CUDA is not available")
-    else:
-        device = torch.device(args.device)
+    device = resolve_device(args.device)  # 'auto' = CUDA when present; clear error for missing CUDA
 
     rows = [bench_one(h, w, c, device, args.repeats, args.warmup, args.seed) for h, w, c in args.sizes]
     print(markdown(rows))
     print(f"\nmemory: {rows[0].memory_method}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
+    save_rows(args.out, rows)
     print(f"wrote {args.out}")
 
 

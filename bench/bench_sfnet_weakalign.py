@@ -21,9 +21,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,7 +33,7 @@ from pipeline_lib.sfnet import SFNetConfig, build_sfnet
 from pipeline_lib.sfnet.predict import transfer_points
 from pipeline_lib.weakalign import WeakAlignConfig, build_weakalign, composed_points
 from pipeline_lib.weakalign.geometry import normalised_to_pixels, pixels_to_normalised
-from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, sync  # shared helpers (bench/_timing.py)
+from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, save_rows, sync  # shared helpers (bench/_timing.py)
 
 N_KEYPOINTS = 10
 METHODS = ("nn", "sfnet", "weakalign")
@@ -145,11 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown(rows))
     print(f"\nmemory: {rows[0].memory_method}; backbone {args.backbone}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {N_KEYPOINTS} keypoints per pair")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
+    save_rows(args.out, rows)
     print(f"wrote {args.out}")
 
 

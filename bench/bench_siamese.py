@@ -24,23 +24,22 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import ctypes
 import gc
 import os
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from pipeline_lib.backbones import build_backbone, describe_layers
+from pipeline_lib.backbones import build_backbone, describe_layers, resolve_device
 from pipeline_lib.siamese.loss import truncated_euclidean_loss
 from pipeline_lib.siamese.model import STRIDE_PROBE_PX, SiameseFlowNet
-from _timing import MIB, sync  # shared helpers (bench/_timing.py)
+from _timing import MIB, save_rows, sync  # shared helpers (bench/_timing.py)
 
 
 
@@ -180,12 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/siamese.csv"))
     args = parser.parse_args(argv)
 
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    elif args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda requested but CUDA is not available")
-    else:
-        device = torch.device(args.device)
+    device = resolve_device(args.device)  # 'auto' = CUDA when present; clear error for missing CUDA
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -194,11 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown(rows))
     print(f"\nbackbone {args.backbone}; memory: {rows[0].memory_method}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; NN layer {rows[0].nn_layer}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
+    save_rows(args.out, rows)
     print(f"wrote {args.out}")
 
 

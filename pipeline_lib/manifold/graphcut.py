@@ -181,12 +181,14 @@ def _worker_entry() -> None:
     import pickle
     import sys
 
-    try:  # a crashing solver must not leave a core file in the caller's working directory
+    import contextlib
+
+    # A crashing solver must not leave a core file in the caller's working directory (best effort:
+    # platforms without `resource`, or that refuse the limit, just keep their default).
+    with contextlib.suppress(ImportError, ValueError, OSError):
         import resource
 
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ImportError, ValueError, OSError):
-        pass
     result_fd = os.dup(1)
     os.dup2(2, 1)
     with os.fdopen(result_fd, "wb") as out:
