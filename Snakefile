@@ -24,6 +24,8 @@ include: "workflow/rules/methods.smk"
 include: "workflow/rules/hpf.smk"
 include: "workflow/rules/manifold.smk"
 include: "workflow/rules/siamese.smk"
+include: "workflow/rules/chain.smk"
+include: "workflow/rules/learned_methods.smk"
 include: "workflow/rules/evaluate.smk"
 
 

@@ -1,0 +1,1 @@
+# Trained methods evaluated side by side: SFNet, WeakAlign, FCSS.
