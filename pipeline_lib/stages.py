@@ -158,23 +158,6 @@ def learn_manifold(cfg: Mapping, category: str, features, out_store, out_kfd, ou
     learn(cfg, category, features, out_store, out_kfd, out_labels_png, out_conv_png)
 
 
-def summarise_manifold(stores: Sequence[str | Path], out_csv: str | Path) -> None:
-    """One row per category: iterations, convergence, time, keypoint-label agreement raw vs learned."""
-    import zarr
-
-    rows = []
-    for path in stores:
-        root = zarr.open_group(str(path), mode="r")
-        a = dict(root.attrs)
-        agree = a["keypoint_label_agreement"]
-        rows.append({"category": a["category"], "n_images": len(a["image_ids"]), "grid": a["grid_size"],
-                     "n_iter": a["n_iter"], "converged": a["converged"],
-                     "seconds": round(float(sum(root["iteration_seconds"][:][1:])), 2),
-                     "agreement_raw_hac": round(agree[0], 4), "agreement_learned": round(agree[-1], 4)})
-    write_csv(out_csv, rows, ("category", "n_images", "grid", "n_iter", "converged", "seconds",
-                              "agreement_raw_hac", "agreement_learned"))
-
-
 def aggregate(method_summaries: Sequence[str | Path], csv_path, md_path, png_path, html_path=None) -> None:
     """Concatenate every method's summary into the result contract pck_summary.csv (+ Markdown, plot, HTML)."""
     rows = [r for path in method_summaries for r in read_csv(path)]

@@ -6,7 +6,8 @@ Modules:
 - :mod:`.clustering` -- ``scalable_ward`` (Ward HAC on a sample + nearest centroid);
 - :mod:`.sop_model` -- Gaussian SOP models, unary costs, model change (Eq. 5-7);
 - :mod:`.graphcut` -- PyGCO wrapper with crash isolation, geodesic pairwise (Eq. 8-9);
-- :mod:`.refine` -- ``ManifoldConfig``, ``run_manifold``, ``keypoint_label_agreement``.
+- :mod:`.refine` -- ``ManifoldConfig``, ``run_manifold``.
+- :mod:`.measures` -- ``keypoint_label_agreement``, ``keypoint_part_ami`` (part separation at keypoints).
 
 The names below are re-exported lazily (PEP 562): importing ``pipeline_lib.manifold.graphcut``
 (as the isolated graph-cut worker does) does not import scikit-learn.
@@ -36,7 +37,8 @@ _EXPORTS = {
     "ManifoldConfig": "refine",
     "ManifoldResult": "refine",
     "run_manifold": "refine",
-    "keypoint_label_agreement": "refine",
+    "keypoint_label_agreement": "measures",
+    "keypoint_part_ami": "measures",
     "fraction_changed": "refine",
     "l2_normalize": "refine",
 }
@@ -74,8 +76,8 @@ if TYPE_CHECKING:  # static analysers see ordinary imports
         ManifoldConfig,
         ManifoldResult,
         fraction_changed,
-        keypoint_label_agreement,
         l2_normalize,
         run_manifold,
     )
+    from .measures import keypoint_label_agreement, keypoint_part_ami
     from .sop_model import SOPModels, fit_sop_models, model_change, rotate_sop_models, unary_costs

@@ -25,8 +25,9 @@ from ..datasets import DatasetIndex, load_rgb
 from ..features import FeatureStore
 from ..hpf.hyperpixel import build_hyperpixels
 from ..provenance import provenance
+from .measures import keypoint_label_agreement, keypoint_part_ami
 from .plots import plot_convergence, plot_label_maps
-from .refine import ManifoldConfig, keypoint_label_agreement, run_manifold
+from .refine import ManifoldConfig, run_manifold
 
 log = logging.getLogger(__name__)
 STAGE_KEYS = ("run", "layers", "grid_size", "images")  # manifold.* keys of the stage, not of Algorithm 1
@@ -102,12 +103,15 @@ def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Pa
     kps, valid = image_keypoints(index, ids)
     cells = keypoint_cells(kps, valid, [(index.images[i].height, index.images[i].width) for i in ids], grid)
     agreement = [keypoint_label_agreement(m, cells, valid) for m in result.label_maps]
-    log.info("keypoint-label agreement: raw HAC %.3f -> final %.3f", agreement[0], agreement[-1])
+    ami = [keypoint_part_ami(m, cells, valid) for m in result.label_maps]
+    log.info("keypoint-label agreement: raw HAC %.3f -> final %.3f; keypoint-part AMI %.3f -> %.3f",
+             agreement[0], agreement[-1], ami[0], ami[-1])
     with atomic_path(out_store) as tmp:
         root = zarr.open_group(str(tmp), mode="w")
         root.attrs.update({"category": category, "image_ids": ids, "layers": layers, "grid_size": grid,
                            "converged": bool(result.converged), "n_iter": result.n_iter,
-                           "keypoint_label_agreement": agreement, "manifold": asdict(mcfg),
+                           "keypoint_label_agreement": agreement, "keypoint_part_ami": ami,
+                           "manifold": asdict(mcfg),
                            "provenance": provenance(cfg, cfg["seed"])})
         n_it, n_img = result.label_maps.shape[:2]
         root.create_array("label_maps", data=result.label_maps, chunks=(1, 1, grid, grid))
@@ -122,3 +126,34 @@ def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Pa
     title = f"{category}: {len(ids)} images, keypoint-label agreement {agreement[0]:.2f} -> {agreement[-1]:.2f}"
     plot_label_maps(photos, result.label_maps, out_labels_png, title)
     plot_convergence(result.energies, result.fraction_changed, result.model_change, out_convergence_png, category)
+
+
+SUMMARY_COLUMNS = ("category", "n_images", "grid", "n_iter", "converged", "seconds", "agreement_raw_hac",
+                   "agreement_learned", "ami_raw_hac", "ami_learned")
+
+
+def summarise(cfg: Mapping, stores, out_csv: str | Path) -> None:
+    """One row per category: iterations, convergence, time, and part separation at the annotated
+    keypoints (agreement and AMI, :mod:`.measures`) of the raw-feature clustering (iteration 0)
+    against the final labels. Measures are recomputed from the stored label maps and the dataset."""
+    from ..evaluation.summary import write_csv
+    from ..stages import load_dataset
+
+    index = load_dataset(cfg)
+    rows = []
+    for path in stores:
+        root = zarr.open_group(str(path), mode="r")
+        a = dict(root.attrs)
+        ids, grid = a["image_ids"], a["grid_size"]
+        maps = root["label_maps"]
+        kps, valid = image_keypoints(index, ids)
+        cells = keypoint_cells(kps, valid, [(index.images[i].height, index.images[i].width) for i in ids], grid)
+        first, last = maps[0], maps[maps.shape[0] - 1]
+        rows.append({"category": a["category"], "n_images": len(ids), "grid": grid, "n_iter": a["n_iter"],
+                     "converged": a["converged"],
+                     "seconds": round(float(sum(root["iteration_seconds"][:][1:])), 2),
+                     "agreement_raw_hac": round(keypoint_label_agreement(first, cells, valid), 4),
+                     "agreement_learned": round(keypoint_label_agreement(last, cells, valid), 4),
+                     "ami_raw_hac": round(keypoint_part_ami(first, cells, valid), 4),
+                     "ami_learned": round(keypoint_part_ami(last, cells, valid), 4)})
+    write_csv(out_csv, rows, SUMMARY_COLUMNS)

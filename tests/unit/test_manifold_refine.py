@@ -14,10 +14,10 @@ from pipeline_lib.manifold.clustering import scalable_ward
 from pipeline_lib.manifold.refine import (
     ManifoldConfig,
     fraction_changed,
-    keypoint_label_agreement,
     l2_normalize,
     run_manifold,
 )
+from pipeline_lib.manifold.measures import keypoint_label_agreement
 from pipeline_lib.manifold.sop_model import (
     fit_sop_models,
     model_change,
@@ -77,6 +77,7 @@ def test_config_from_mapping_rejects_unknown_keys():
         {"pairwise_weight": -1.0},
         {"max_iter": 0},
         {"tol": float("nan")},
+        {"label_tol": -0.1},
         {"max_hac_samples": 10},  # < n_clusters = 15
         {"isolate_graphcut": 1},
     ],
@@ -205,6 +206,16 @@ def test_run_manifold_is_deterministic():
     a, b = run_manifold(feats, cfg), run_manifold(feats, cfg)
     np.testing.assert_array_equal(a.label_maps, b.label_maps)
     np.testing.assert_array_equal(a.energies, b.energies)
+
+
+def test_label_tolerance_stops_the_loop_once_few_labels_move():
+    feats, _, _ = make_category(n_img=3, noise=0.8, seed=2)
+    strict = ManifoldConfig(**{**SYNTH_CONFIG, "max_iter": 4, "tol": 0.0, "label_tol": 0.0}, isolate_graphcut=False)
+    loose = ManifoldConfig(**{**SYNTH_CONFIG, "max_iter": 4, "tol": 0.0, "label_tol": 1.0}, isolate_graphcut=False)
+    res_strict, res_loose = run_manifold(feats, strict), run_manifold(feats, loose)
+    assert res_loose.n_iter == 1 and res_loose.converged  # every fraction is <= 1
+    # without it the loop stops only at a fixed point or at max_iter
+    assert res_strict.n_iter == strict.max_iter or res_strict.fraction_changed[-1] == 0.0
 
 
 def test_run_manifold_validates_inputs():

@@ -33,6 +33,7 @@ rule learn_manifold:
 
 rule summarise_manifold:
     input:
+        pair_inputs,
         stores=lambda w: manifold_outputs(w.backbone),
     output:
         csv=f"{DATA}/{{backbone}}/manifold/summary.csv",
