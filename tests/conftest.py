@@ -29,3 +29,20 @@ def write_png(path: Path, h: int = 40, w: int = 60, seed: int = 0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_store(tmp_path_factory):
+    """A tiny generated demo (2 photos x 3 images, 128 px) and its Lite0 feature store."""
+    import torch
+
+    from pipeline_lib.backbones import build_backbone
+    from pipeline_lib.datasets import demo, open_dataset
+    from pipeline_lib.features import FeatureStore, extract_features
+
+    root = tmp_path_factory.mktemp("tiny_demo")
+    demo.generate(root / "data", demo.DemoConfig(photos=("chelsea", "astronaut"), images_per_category=3,
+                                                 image_size=128, n_keypoints=8), seed=2)
+    index = open_dataset("demo", root / "data", split_mode="given")
+    extract_features(index, build_backbone("efficientnet_lite0"), root / "f.zarr", 128, 3, torch.device("cpu"))
+    return index, FeatureStore(root / "f.zarr")
