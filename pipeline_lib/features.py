@@ -3,7 +3,8 @@
 Layout of ``features.zarr``::
 
     attrs: backbone, layers [{name, channels, stride, receptive_field}], image_ids, longer_side,
-           dtype, provenance {config, seed, versions}
+           dtype, provenance {config, seed, versions}; a trained encoder's store adds
+           checkpoint {path, sha256} (the content key its consumers check, pipeline_lib.chain)
     images/<nnnnn>/            one group per image (attrs: image_id, original_hw, resized_hw)
         <layer name>           (C, h, w) array, one chunk per image and layer
 
@@ -45,8 +46,11 @@ def _group_key(i: int) -> str:
 
 def extract_features(index: DatasetIndex, backbone: Backbone, out_path: str | Path, longer_side: int,
                      batch_size: int, device: torch.device, dtype: str = "float32",
-                     provenance: dict | None = None, image_ids: Sequence[str] | None = None) -> None:
-    """Run ``backbone`` once over every image and store all its layers (atomic write)."""
+                     provenance: dict | None = None, image_ids: Sequence[str] | None = None,
+                     extra_attrs: dict | None = None) -> None:
+    """Run ``backbone`` once over every image and store all its layers (atomic write).
+
+    ``extra_attrs`` (JSON values) are added to the store's attributes, e.g. the checkpoint key."""
     ids = sorted(image_ids if image_ids is not None else index.images)
     backbone = backbone.to(device).eval()
     infos = describe_layers(backbone)
@@ -59,7 +63,7 @@ def extract_features(index: DatasetIndex, backbone: Backbone, out_path: str | Pa
         root.attrs.update({
             "backbone": backbone.name, "layers": [asdict(x) for x in infos], "image_ids": ids,
             "longer_side": longer_side, "dtype": dtype, "default_layer": backbone.default_layer,
-            "provenance": provenance or {},
+            "provenance": provenance or {}, **(extra_attrs or {}),
         })
         images = root.create_group("images")
         bar = tqdm(total=len(ids), desc=f"features {backbone.name}", unit="img")

@@ -24,10 +24,40 @@ from .geometry import cell_centres
 
 METRICS = ("euclidean", "cosine")
 CONFIDENCE_MODES = ("mutual", "labels", "both", "none")
+# What the nearest neighbours are searched in: the learned KFD embedding (Gaur et al. Sec. 2.1), the raw
+# hyperpixel features the manifold was learned from, or both, each L2-normalised per cell and concatenated.
+FEATURE_SOURCES = ("embedding", "raw", "concat")
 
 
 def _as_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+
+
+def l2_normalise_cells(x: np.ndarray) -> np.ndarray:
+    """(..., d) -> unit L2 norm along the last axis (all-zero vectors stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.finfo(np.float32).tiny)
+
+
+def matching_features(embedding: np.ndarray, raw: np.ndarray | None, source: str) -> np.ndarray:
+    """The features pseudo ground truth is matched in, (..., h, w, d).
+
+    ``embedding``: the KFD embedding as is (Gaur et al. Sec. 2.1); ``raw``: the raw hyperpixels;
+    ``concat``: both, each L2-normalised per cell, concatenated (equal weight: a cell's squared
+    distance is the sum of the two parts' squared chordal distances).
+    """
+    if source not in FEATURE_SOURCES:
+        raise ValueError(f"features must be one of {FEATURE_SOURCES}, got '{source}'")
+    if source == "embedding":
+        return np.asarray(embedding)
+    if raw is None:
+        raise ValueError(f"features '{source}' needs the raw features")
+    if source == "raw":
+        return np.asarray(raw)
+    embedding, raw = np.asarray(embedding), np.asarray(raw)
+    if embedding.shape[:-1] != raw.shape[:-1]:
+        raise ValueError(f"embedding {embedding.shape} and raw {raw.shape} must share the grid")
+    return np.concatenate([l2_normalise_cells(raw), l2_normalise_cells(embedding)], axis=-1)
 
 
 def nearest_neighbours(src: torch.Tensor, trg: torch.Tensor,
@@ -204,5 +234,5 @@ def flow_quality(pred_flow, pred_mask, true_flow, true_valid, alpha_px_list: Seq
     return out
 
 
-__all__ = ["pseudo_flow", "nearest_neighbours", "upsample_flow", "rescale_flow", "flow_quality", "masked_bilinear",
+__all__ = ["pseudo_flow", "nearest_neighbours", "matching_features", "l2_normalise_cells", "FEATURE_SOURCES", "upsample_flow", "rescale_flow", "flow_quality", "masked_bilinear",
            "pixel_grid", "to_normalised", "METRICS", "CONFIDENCE_MODES"]

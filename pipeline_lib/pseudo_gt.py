@@ -3,7 +3,8 @@ embedding for the training pairs of one category, with a confidence mask, stored
 quality where truth exists, next to the same construction on the raw features.
 
 Quality, per pair and construction (``learned`` = KFD embedding, ``raw`` = the same hyperpixel
-features before the manifold stage): PCK of the keypoints moved by the pseudo flow (the flow sampled
+features before the manifold stage, ``concat`` = both, each L2-normalised per cell, concatenated;
+``pseudo_flow.features`` picks the one that is stored and trained on): PCK of the keypoints moved by the pseudo flow (the flow sampled
 at each source keypoint, all cells, confident or not), the fraction of keypoints that fall on a
 confident cell, and on the demo the end-point error of the confident flow against the exact flow.
 """
@@ -27,9 +28,10 @@ from .features import FeatureStore
 from .geometry import points_to_grid
 from .manifold.stage import grid_features
 from .provenance import provenance
-from .pseudo_flow import flow_quality, pseudo_flow, upsample_flow
+from .pseudo_flow import flow_quality, matching_features, pseudo_flow, upsample_flow
 
 log = logging.getLogger(__name__)
+CONSTRUCTIONS = {"learned": "embedding", "raw": "raw", "concat": "concat"}  # quality name -> pseudo_flow.features
 QUALITY_COLUMNS = ("category", "pair_id", "construction", "alpha", "kp_pck", "kp_confident", "epe_px",
                    "flow_pck", "coverage")
 
@@ -69,7 +71,9 @@ def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str 
     rows = []
     with atomic_path(out_store) as tmp:
         root = zarr.open_group(str(tmp), mode="w")
+        feats = {name: matching_features(learned, raw, source) for name, source in CONSTRUCTIONS.items()}
         root.attrs.update({"category": category, "pair_ids": [p.pair_id for p in pairs], "mode": pc["mode"],
+                           "features": pc["features"], "labels": "final graph-cut label maps",
                            "metric": pc["metric"], "grid_size": int(man.attrs["grid_size"]),
                            "provenance": provenance(cfg, cfg["seed"]),
                            "convention": "flow[i, j] = matched target cell centre (target px) - source cell "
@@ -78,10 +82,11 @@ def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str 
             s, t = pos[p.src], pos[p.trg]
             src_hw = (index.images[p.src].height, index.images[p.src].width)
             trg_hw = (index.images[p.trg].height, index.images[p.trg].width)
-            for name, emb, lab in (("learned", learned, labels[-1]), ("raw", raw, labels[0])):
+            for name, emb in feats.items():
+                lab = labels[-1]  # the refined (graph-cut) labels, for the labels/both confidence modes
                 flow, mask = pseudo_flow(emb[s], emb[t], src_hw, trg_hw, mode=pc["mode"], src_labels=lab[s],
                                          trg_labels=lab[t], metric=pc["metric"])
-                if name == "learned":
+                if CONSTRUCTIONS[name] == pc["features"]:
                     g = root.create_group(f"p{n:05d}")
                     g.attrs.update({"pair_id": p.pair_id, "src": p.src, "trg": p.trg, "src_hw": list(src_hw),
                                     "trg_hw": list(trg_hw)})
@@ -106,9 +111,9 @@ def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str 
                                  "coverage": round(dense.get("coverage", float("nan")), 4)})
     write_csv(out_quality, rows, QUALITY_COLUMNS)
     mean = {c: np.mean([r["kp_pck"] for r in rows if r["construction"] == c and r["alpha"] == ev.alphas[len(ev.alphas) // 2]])
-            for c in ("learned", "raw")}
-    log.info("category %s: %d pairs; keypoint PCK of the pseudo flow: learned %.1f, raw %.1f", category, len(pairs),
-             mean["learned"], mean["raw"])
+            for c in CONSTRUCTIONS}
+    log.info("category %s: %d pairs; keypoint PCK of the pseudo flow: %s (stored: %s)", category, len(pairs),
+             ", ".join(f"{c} {v:.1f}" for c, v in mean.items()), pc["features"])
 
 
 def summarise(quality_csvs, out_csv) -> None:

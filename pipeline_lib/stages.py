@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
+from torch import nn
 
+from . import chain
 from .atomic import write_text
 from .backbones import build_backbone, resolve_device
 from .config import EvalConfig, config_json, section
@@ -25,6 +27,7 @@ from .features import FeatureStore, extract_features
 from .hpf import stage as hpf_stage
 from .methods import PREDICTORS, predict_pairs
 from .provenance import provenance
+from .training import TrainResult, load_trained, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,21 @@ def extract(cfg: Mapping, backbone_name: str, out_path: str | Path) -> None:
                      provenance=json.loads(json.dumps(provenance(cfg, cfg["seed"]), default=str)))
 
 
+def extract_encoder(cfg: Mapping, checkpoint: str | Path, out_path: str | Path) -> None:
+    """Features of the Siamese-trained encoder (the full chain), keyed by the checkpoint's sha256."""
+    key = chain.extract_encoder_features(cfg, checkpoint, out_path)
+    log.info("encoder features of %s (key %s) -> %s", checkpoint, key, out_path)
+
+
+def open_features(features: str | Path, checkpoint: str | Path | None = None) -> tuple[FeatureStore, dict]:
+    """A feature store and the facts to record with what is made from it; with ``checkpoint`` the store
+    must have been extracted from it (else StaleFeaturesError)."""
+    if checkpoint is None:
+        return FeatureStore(features), {}
+    store = chain.open_encoder_store(features, checkpoint)
+    return store, {"checkpoint": str(checkpoint), "checkpoint_sha256": chain.store_key(store)}
+
+
 def eval_pairs(cfg: Mapping, index: DatasetIndex):
     ev = section(EvalConfig, cfg["evaluation"])
     pairs = [p for p in index.pairs if ev.split == "all" or p.split == ev.split]
@@ -108,19 +126,29 @@ def eval_pairs(cfg: Mapping, index: DatasetIndex):
 
 
 def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path, meta_json: str | Path,
-            search_json: str | Path | None = None) -> None:
-    """Run a feature-based method on the evaluation pairs and write its predictions."""
+            search_json: str | Path | None = None, checkpoint: str | Path | None = None) -> None:
+    """Run a feature-based method on the evaluation pairs and write its predictions.
+
+    ``checkpoint``: the features are the trained encoder's (method gaur_hpf); the store and the
+    search record must both carry this checkpoint's key."""
+    if method == chain.CHAIN_METHOD and checkpoint is None:
+        raise ValueError(f"method {method} runs on the trained encoder's features: give its checkpoint.")
+    store, facts = open_features(features, checkpoint)
+    if checkpoint is not None:
+        found = json.loads(Path(search_json).read_text()).get("checkpoint_sha256")
+        chain.require_key(found, checkpoint, search_json)
     index = load_dataset(cfg)
     _, pairs = eval_pairs(cfg, index)
-    store = FeatureStore(features)
     device = resolve_device(cfg["device"])
     if method == "nn":
         predictor = PREDICTORS["nn"](store, cfg["nn"]["layer"], device)
         params = {"layer": store.resolve_layer(cfg["nn"]["layer"])}
-    elif method in hpf_stage.METHODS:
+    elif method in hpf_stage.METHODS or method in hpf_stage.SAME_AS:
         predictor, params = hpf_stage.predictor(method, cfg, store, search_json, device)
     else:
-        raise ValueError(f"unknown feature-based method '{method}'; known: nn, {', '.join(hpf_stage.METHODS)}")
+        raise ValueError(f"unknown feature-based method '{method}'; known: nn, "
+                         f"{', '.join(hpf_stage.METHODS + tuple(hpf_stage.SAME_AS))}")
+    params.update(facts, backbone=store.attrs.get("backbone"))
     preds, ms = predict_pairs(predictor, pairs, store, desc=f"{method}")
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), **params)
 
@@ -133,6 +161,22 @@ def finish_predictions(cfg: Mapping, method: str, preds: Mapping, ms_per_pair: f
     """
     write_predictions(out_csv, dict(preds))
     write_meta(meta_json, cfg, method=method, params=params, ms_per_pair=ms_per_pair, n_pairs=len(preds))
+
+
+def save_trained(cfg: Mapping, method: str, model: nn.Module, result: TrainResult, out_weights: str | Path,
+                 device: torch.device, **facts) -> None:
+    """Final weights, then their sidecar ``train_meta.json`` (config, seed, versions, history)."""
+    save_weights(model, out_weights, {"method": method, method: dict(cfg[method]), **facts})
+    write_meta(Path(out_weights).with_name("train_meta.json"), cfg, method=method,
+               resumed_from_epoch=result.resumed_from, history=result.history, device=str(device), **facts)
+
+
+def prediction_inputs(cfg: Mapping, model: nn.Module, weights: str | Path):
+    """(dataset index, evaluation pairs, device, ``model`` with the trained ``weights``) of a predict stage."""
+    index = load_dataset(cfg)
+    _, pairs = eval_pairs(cfg, index)
+    device = resolve_device(cfg["device"])
+    return index, pairs, device, load_trained(model, weights, device)
 
 
 def evaluate(cfg: Mapping, method: str, backbone: str, predictions: str | Path, predict_meta: str | Path,
@@ -148,8 +192,10 @@ def evaluate(cfg: Mapping, method: str, backbone: str, predictions: str | Path, 
     write_csv(summary_csv, summarise(rows, extra), SUMMARY_COLUMNS)
 
 
-def search_layers(cfg: Mapping, features, out_json, out_csv, out_png) -> None:
-    hpf_stage.search(cfg, features, out_json, out_csv, out_png, resolve_device(cfg["device"]))
+def search_layers(cfg: Mapping, features, out_json, out_csv, out_png, checkpoint=None) -> None:
+    """Hyperpixel layer search on a backbone's features, or on the trained encoder's (``checkpoint``)."""
+    store, facts = open_features(features, checkpoint)
+    hpf_stage.search(cfg, store, out_json, out_csv, out_png, resolve_device(cfg["device"]), extra=facts)
 
 
 def learn_manifold(cfg: Mapping, category: str, features, out_store, out_kfd, out_labels_png, out_conv_png) -> None:
@@ -164,5 +210,6 @@ def aggregate(method_summaries: Sequence[str | Path], csv_path, md_path, png_pat
     write_summary_tables(rows, csv_path, md_path, png_path, html_path)
 
 
-__all__ = ["generate_demo", "index_dataset", "extract", "predict", "finish_predictions", "evaluate", "aggregate",
+__all__ = ["generate_demo", "index_dataset", "extract", "extract_encoder", "open_features", "predict",
+           "finish_predictions", "evaluate", "aggregate",
            "load_dataset", "eval_pairs", "write_meta", "config_json"]

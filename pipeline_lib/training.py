@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -157,3 +157,16 @@ def plot_loss(history: list[dict], path: Path, title: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def resumable_settings(section: Mapping) -> dict:
+    """A method's config section without ``epochs``: a rerun that only asks for more epochs resumes from
+    the last checkpoint (as :meth:`pipeline_lib.training.TrainConfig.fingerprint` intends)."""
+    return {k: v for k, v in section.items() if k != "epochs"}
+
+
+def load_trained(model: nn.Module, weights: str | Path, device: torch.device) -> nn.Module:
+    """Load the state written by :func:`pipeline_lib.training.save_weights` into ``model`` (eval mode)."""
+    state = torch.load(weights, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()

@@ -4,7 +4,8 @@ Methods (all on the same cached features):
 - ``hpf``: RHM on the searched hyperpixel layers (the paper's method);
 - ``hpf_nn``: plain NN on the same hyperpixels (ablation: what RHM adds);
 - ``hpf_single``: RHM on the best single layer of the search's first step (ablation: what the set adds);
-- ``nn_best_layer``: the NN baseline on its best single layer on the validation pairs.
+- ``nn_best_layer``: the NN baseline on its best single layer on the validation pairs;
+- ``gaur_hpf``: ``hpf`` on the features of the Siamese-trained encoder (the full chain, pipeline_lib.chain).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from .search import run_search, search_space, single_layer_nn_scores
 
 log = logging.getLogger(__name__)
 METHODS = ("hpf", "hpf_nn", "hpf_single", "nn_best_layer")
+# Methods that are one of METHODS run on another feature store (the store decides the backbone).
+SAME_AS = {"gaur_hpf": "hpf"}
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,12 @@ def hpf_config(cfg: Mapping) -> HPFConfig:
     return section(HPFConfig, cfg["hpf"])
 
 
-def search(cfg: Mapping, features: str | Path, out_json: str | Path, out_csv: str | Path, out_png: str | Path,
-           device) -> None:
-    """Beam-search the layer set on the validation split and record the whole trace."""
+def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Path, out_csv: str | Path,
+           out_png: str | Path, device, extra: Mapping | None = None) -> None:
+    """Beam-search the layer set on the validation split and record the whole trace.
+
+    ``features``: a store or its path (any backbone's, or the trained encoder's); ``extra`` is added
+    to the record (e.g. the checkpoint key of the store)."""
     from ..evaluation import oriented
     from ..stages import load_dataset
 
@@ -72,10 +78,11 @@ def search(cfg: Mapping, features: str | Path, out_json: str | Path, out_csv: st
     if hc.max_search_pairs:
         pairs = pairs[:hc.max_search_pairs]
     pairs = oriented(pairs, ev.direction)
-    store = FeatureStore(features)
+    store = features if isinstance(features, FeatureStore) else FeatureStore(features)
     matcher = HyperpixelMatcher(store, device, hc.match_params())
     record: dict = {"search_split": hc.search_split, "n_pairs": len(pairs), "alpha": hc.search_alpha,
-                    "threshold": ev.threshold, "layer_names": store.layer_names}
+                    "threshold": ev.threshold, "layer_names": store.layer_names,
+                    "backbone": store.attrs.get("backbone"), **(extra or {})}
     if hc.layers == "search":
         space = search_space(store.layers, hc.min_base_stride, hc.max_base_stride)
         result = run_search(matcher, pairs, index.images, ev, hc.search_alpha, space, hc.beam_width, hc.max_layers)
@@ -135,9 +142,14 @@ def plot_trace(record: Mapping, path: str | Path) -> None:
 
 
 def predictor(method: str, cfg: Mapping, store: FeatureStore, search_json: str | Path, device) -> tuple[Predictor, dict]:
-    """The predictor of one of METHODS, from the search record."""
+    """The predictor of one of METHODS (or of SAME_AS), from the search record made on ``store``."""
     record = json.loads(Path(search_json).read_text())
+    missing = [n for n in record["best_layers"] + record["best_single_rhm"] if n not in store.layer_names]
+    if record.get("layer_names", store.layer_names) != store.layer_names or missing:
+        raise ValueError(f"{search_json} was searched on other features than {store.path} (layers {missing} "
+                         f"unknown); rerun the layer search.")
     hc = hpf_config(cfg)
+    method = SAME_AS.get(method, method)
     if method == "nn_best_layer":
         return nn_predictor(store, record["best_nn_layer"], device), {"layer": record["best_nn_layer"]}
     names = record["best_layers"] if method in ("hpf", "hpf_nn") else record["best_single_rhm"]

@@ -1,10 +1,11 @@
 """Siamese flow network trained on manifold pseudo ground truth (Gaur et al. Sec. 5-6).
 
-- ``model``: :class:`SiameseFlowNet` (weight-shared encoder, stacked bottleneck, skip decoder);
+- ``model``: :class:`SiameseFlowNet` (weight-shared encoder, stacked bottleneck, skip decoder; optionally
+  ``fusion="correlation"``: a soft-argmax matched coarse flow the decoder refines);
 - ``loss``: truncated Euclidean loss (Eq. 10) and ``batch_loss`` for ``training.fit``;
 - ``augment``: rotation/scale augmentation with consistent flow targets;
 - ``data``: training pairs, flow providers and the ``batches(epoch, generator)`` factory;
-- ``predict``: keypoint transfer and the top-K retrieval protocol.
+- ``predict``: keypoint transfer and the top-K retrieval protocol (``predict_by_retrieval``).
 
 Flow everywhere: (..., H, W, 2) xy pixels, source pixel p -> target point p + F(p).
 """
@@ -14,9 +15,10 @@ from .data import (FlowBatch, ManifoldEmbeddings, PseudoFlowStores, SiamesePairD
                    demo_flow_provider, grid_flow_provider, pseudo_flow_provider)
 from .loss import batch_loss, truncated_euclidean_loss, truncation_px2
 from .model import SiameseFlowNet, auto_layers
-from .predict import predict_keypoints, predict_pairs, retrieve_top_k, transfer_from_neighbours
+from .predict import (predict_by_retrieval, predict_keypoints, predict_pairs, retrieve_top_k,
+                      transfer_from_neighbours)
 
 __all__ = ["AugmentConfig", "augment_pair", "transform_flow", "FlowBatch", "ManifoldEmbeddings", "PseudoFlowStores",
            "SiamesePairData", "batch_factory", "demo_flow_provider", "grid_flow_provider", "pseudo_flow_provider",
            "batch_loss", "truncated_euclidean_loss", "truncation_px2", "SiameseFlowNet", "auto_layers",
-           "predict_keypoints", "predict_pairs", "retrieve_top_k", "transfer_from_neighbours"]
+           "predict_keypoints", "predict_by_retrieval", "predict_pairs", "retrieve_top_k", "transfer_from_neighbours"]

@@ -12,6 +12,14 @@ a ConvTranspose2d up to the next skip resolution, concatenation of the SOURCE en
 (optionally the target's too), and a 3x3 conv; a 3x3 conv predicts the flow at the finest skip
 resolution, bilinearly upsampled to the input when that resolution is coarser than the input
 (stem stride > 1). The decoder widths are ours (the paper gives none): FlowNet-like halving.
+
+``fusion="correlation"`` (our deviation, off by default): besides the stacked bottleneck, the
+source and target hyperpixels of ``match_layers`` (each L2-normalised per location) are correlated
+(FlowNetC, Gaur et al. ref. [8]) and matched by the kernel soft argmax of SFNet (Lee et al. Eqs.
+2-3); that coarse flow, divided by FLOW_SCALE_PX, and the match confidence join every decoder skip,
+and the head predicts a residual on top of it (zero at initialisation: the untrained network is a
+soft nearest-neighbour matcher). Measured on the demo, the paper's stacking alone learns nothing
+from ~100 training steps, even from the exact flow.
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import Backbone, LayerInfo, describe_layers
+from ..hpf.hyperpixel import build_hyperpixels
+from ..geometry import cell_centres
+from ..sfnet.model import BETA, KERNEL_SIGMA_CELLS, correlation, kernel_soft_argmax
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +46,8 @@ DECODER_FIRST_CHANNELS = 256  # width of the deepest decoder stage; halved per s
 DECODER_MIN_CHANNELS = 32  # floor of the halving
 LEAKY_SLOPE = 0.1  # FlowNet's leaky ReLU slope
 STRIDE_PROBE_PX = 64  # probe side for measuring layer strides: a multiple of every stride (<= 32 here), and cheap
+FUSIONS = ("stack", "correlation")  # stack: Gaur et al. Sec. 5; correlation: + soft-argmax matching (ours)
+MATCH_EXTRA_CHANNELS = 3  # coarse flow (2) and match confidence (1) appended to every skip with fusion=correlation
 
 
 def auto_layers(backbone: Backbone, probe_size: int = STRIDE_PROBE_PX) -> tuple[str, ...]:
@@ -105,11 +118,18 @@ class SiameseFlowNet(nn.Module):
 
     def __init__(self, backbone: Backbone, skip_layers: tuple[str, ...] | None = None,
                  decoder_channels: tuple[int, ...] | None = None, freeze_backbone: bool = False,
-                 skip_target: bool = False, layer_infos: Sequence[LayerInfo] | None = None):
+                 skip_target: bool = False, layer_infos: Sequence[LayerInfo] | None = None, fusion: str = "stack",
+                 match_layers: Sequence[str] | None = None, beta: float = BETA,
+                 kernel_sigma_cells: float | None = KERNEL_SIGMA_CELLS):
         super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got '{fusion}'")
         self.backbone = backbone
         self.freeze_backbone = freeze_backbone
         self.skip_target = skip_target
+        self.fusion = fusion
+        self.beta = float(beta)
+        self.kernel_sigma_cells = kernel_sigma_cells
         if skip_layers is not None:
             layers = tuple(skip_layers)
             unknown = [n for n in layers if n not in backbone.layer_names]
@@ -142,13 +162,22 @@ class SiameseFlowNet(nn.Module):
         if len(decoder_channels) != n_stages:
             raise ValueError(f"decoder_channels needs {n_stages} entries (one per skip layer), got {decoder_channels}")
         self.decoder_channels = tuple(decoder_channels)
+        self.match_layers: tuple[str, ...] = ()
+        if fusion == "correlation":
+            if match_layers is None:  # the two skip layers just above the bottleneck (strides 8 and 16 here)
+                match_layers = layers[-3:-1] if len(layers) >= 3 else layers[-1:]
+            match_layers = tuple(match_layers)
+            if not match_layers or any(n not in infos for n in match_layers):
+                raise ValueError(f"match_layers {match_layers}: unknown layer(s) of backbone {backbone.name}")
+            self.match_layers = match_layers
         mult = 2 if skip_target else 1
+        extra = MATCH_EXTRA_CHANNELS if fusion == "correlation" else 0
         stages = []
         in_ch = 2 * infos[layers[-1]].channels  # source and target bottleneck maps stacked
         for k in range(n_stages):
             coarse, fine = layers[-1 - k], layers[-2 - k]
             factor = _up_factor(infos[coarse].stride, infos[fine].stride)
-            stages.append(_UpStage(in_ch, mult * infos[fine].channels, decoder_channels[k], factor))
+            stages.append(_UpStage(in_ch, mult * infos[fine].channels + extra, decoder_channels[k], factor))
             in_ch = decoder_channels[k]
         self.decoder = nn.ModuleList(stages)
         self.head = nn.Conv2d(in_ch, 2, 3, padding=1)
@@ -160,8 +189,9 @@ class SiameseFlowNet(nn.Module):
         if freeze_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
-        log.debug("SiameseFlowNet on %s: layers %s, strides %s, decoder %s", backbone.name, layers, self.strides,
-                  self.decoder_channels)
+        self._encode_upto = max(layers + self.match_layers, key=backbone.layer_names.index)
+        log.debug("SiameseFlowNet on %s: layers %s, strides %s, decoder %s, fusion %s %s", backbone.name, layers,
+                  self.strides, self.decoder_channels, fusion, self.match_layers)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -172,8 +202,31 @@ class SiameseFlowNet(nn.Module):
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) -> {layer: (B, C, h, w)} for the chosen layers."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-            feats = self.backbone(images, upto=self.layers[-1])
-        return {n: feats[n] for n in self.layers}
+            feats = self.backbone(images, upto=self._encode_upto)
+        return {n: feats[n] for n in self.layers + self.match_layers}
+
+    def match(self, s_feats: dict[str, torch.Tensor], t_feats: dict[str, torch.Tensor], input_hw: tuple[int, int]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coarse flow (B, 2, h, w) in input pixels and confidence (B, 1, h, w) on the first match layer's grid.
+
+        Hyperpixels of ``match_layers`` (each L2-normalised, ``hpf.hyperpixel.build_hyperpixels``), cosine
+        correlation, kernel soft argmax (Lee et al. Eqs. 2-3, beta and sigma in cells); confidence =
+        the best cosine similarity of each source cell.
+        """
+        norm = len(self.match_layers) ** 0.5  # a hyperpixel has norm sqrt(K): unit norm after this
+        src = build_hyperpixels([s_feats[n] for n in self.match_layers]) / norm
+        trg = build_hyperpixels([t_feats[n] for n in self.match_layers]) / norm
+        b, _, h, w = src.shape
+        ht, wt = trg.shape[-2:]
+        corr = correlation(src, trg).reshape(b, h * w, ht, wt)  # cosine: unit-norm hyperpixels
+        cells = kernel_soft_argmax(corr, self.beta, self.kernel_sigma_cells)  # (B, h*w, 2) target cell xy
+        # cell xy -> input pixels: (c + 0.5) * stride - 0.5, the convention of geometry.cell_centres
+        scale = cells.new_tensor([input_hw[1] / wt, input_hw[0] / ht])
+        trg_px = (cells + 0.5) * scale - 0.5
+        src_px = cell_centres(h, w, input_hw, device=cells.device, dtype=cells.dtype)
+        flow = (trg_px - src_px).transpose(1, 2).reshape(b, 2, h, w)
+        conf = corr.flatten(2).amax(2).reshape(b, 1, h, w)
+        return flow, conf
 
     def forward(self, src: torch.Tensor, trg: torch.Tensor) -> torch.Tensor:
         if src.ndim != 4 or src.shape[1] != 3 or src.shape != trg.shape:
@@ -188,15 +241,23 @@ class SiameseFlowNet(nn.Module):
         feats = self.encode(x)
         s_feats = {n: f[:b] for n, f in feats.items()}
         t_feats = {n: f[b:] for n, f in feats.items()}
+        coarse = None
+        if self.fusion == "correlation":
+            coarse, conf = self.match(s_feats, t_feats, tuple(x.shape[-2:]))
+            coarse_in = torch.cat([coarse / FLOW_SCALE_PX, conf], dim=1)
         y = torch.cat([s_feats[self.layers[-1]], t_feats[self.layers[-1]]], dim=1)
         for k, stage in enumerate(self.decoder):
             name = self.layers[-2 - k]
             skips = [s_feats[name], t_feats[name]] if self.skip_target else [s_feats[name]]
+            if coarse is not None:
+                skips.append(F.interpolate(coarse_in, size=skips[0].shape[-2:], mode="bilinear", align_corners=False))
             y = stage(y, skips)
         flow = self.head(y) * FLOW_SCALE_PX
         if flow.shape[-2:] != x.shape[-2:]:
             flow = F.interpolate(flow, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if coarse is not None:  # residual on the matched flow (displacements need no rescaling)
+            flow = flow + F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return flow[:, :, :h, :w].permute(0, 2, 3, 1)
 
 
-__all__ = ["SiameseFlowNet", "auto_layers", "FLOW_SCALE_PX"]
+__all__ = ["SiameseFlowNet", "auto_layers", "FLOW_SCALE_PX", "FUSIONS"]

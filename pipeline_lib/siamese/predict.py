@@ -133,5 +133,65 @@ def transfer_from_neighbours(model: torch.nn.Module, query_img: np.ndarray,
     return mean, count
 
 
-__all__ = ["predict_keypoints", "predict_flow", "predict_pairs", "sample_flow", "retrieve_top_k", "global_descriptor",
+def image_keypoints(pairs: Sequence[Pair]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Annotated keypoints (K, 2) and validity (K,) of every image that appears in ``pairs``."""
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for p in pairs:
+        found.setdefault(p.src, (np.asarray(p.src_kps, dtype=np.float64), np.asarray(p.valid, dtype=bool)))
+        found.setdefault(p.trg, (np.asarray(p.trg_kps, dtype=np.float64), np.asarray(p.valid, dtype=bool)))
+    return found
+
+
+@torch.no_grad()
+def image_descriptor(model: torch.nn.Module, img: np.ndarray, input_size: int) -> torch.Tensor:
+    """(C,) global descriptor: the encoder's deepest chosen layer, average pooled, at the network's input
+    geometry (longer side ``input_size``, unpadded)."""
+    x = resize_image(img, input_size)[None].to(_model_device(model))
+    feats = model.backbone(x, upto=model.layers[-1])[model.layers[-1]]
+    return global_descriptor(feats[0]).float().cpu()
+
+
+def predict_by_retrieval(model: torch.nn.Module, pairs: Sequence[Pair], gallery_pairs: Sequence[Pair],
+                         images: Mapping[str, ImageRecord], k: int, input_size: int, progress: bool = True
+                         ) -> tuple[dict[str, np.ndarray], float]:
+    """Gaur et al. Sec. 6 protocol for every pair: the target (query) image's keypoints are the mean of the
+    keypoints of its ``k`` nearest gallery images of the same category (normalised L2 distance of global
+    descriptors), each transferred onto the query by the network. The gallery is every image of
+    ``gallery_pairs`` with its annotations, minus the query itself; the pair's source image plays no part.
+    Returns predictions in original target pixels (NaN where no neighbour had the keypoint) and ms per pair.
+    """
+    if k <= 0:
+        raise ValueError(f"retrieval needs k >= 1, got {k}")
+    gallery_kps = image_keypoints(gallery_pairs)
+    by_category: dict[str, list[str]] = {}
+    for image_id in gallery_kps:
+        by_category.setdefault(images[image_id].category, []).append(image_id)
+    desc: dict[str, torch.Tensor] = {}
+
+    def descriptor(image_id: str) -> torch.Tensor:
+        if image_id not in desc:
+            desc[image_id] = image_descriptor(model, load_rgb(images[image_id].path), input_size)
+        return desc[image_id]
+
+    estimates: dict[str, np.ndarray] = {}
+    preds = {}
+    t0 = time.perf_counter()
+    for p in tqdm(pairs, desc="siamese top-k", unit="pair", disable=not progress):
+        if p.trg not in estimates:
+            gallery = [g for g in by_category.get(p.category, []) if g != p.trg]
+            if not gallery:
+                raise ValueError(f"pair {p.pair_id}: no gallery image of category '{p.category}' for the top-K "
+                                 f"protocol; the training split has none.")
+            order = retrieve_top_k(descriptor(p.trg), torch.stack([descriptor(g) for g in gallery]), k)
+            query = load_rgb(images[p.trg].path)
+            neighbours = [(load_rgb(images[gallery[i]].path), *gallery_kps[gallery[i]]) for i in order.tolist()]
+            estimates[p.trg], _ = transfer_from_neighbours(model, query, neighbours, input_size=input_size)
+        if len(estimates[p.trg]) != len(p.trg_kps):
+            raise ValueError(f"pair {p.pair_id}: the gallery has {len(estimates[p.trg])} keypoints per image, the "
+                             f"pair {len(p.trg_kps)}")
+        preds[p.pair_id] = np.where(p.valid[:, None], estimates[p.trg], np.nan)
+    return preds, 1000.0 * (time.perf_counter() - t0) / max(len(pairs), 1)
+
+
+__all__ = ["predict_keypoints", "predict_by_retrieval", "image_keypoints", "image_descriptor", "predict_flow", "predict_pairs", "sample_flow", "retrieve_top_k", "global_descriptor",
            "transfer_from_neighbours", "TOP_K"]

@@ -1,5 +1,6 @@
-"""Workflow stages of the Siamese flow network (Gaur et al. Sec. 5): training on pseudo ground truth
-and prediction as a method of the PCK tables."""
+"""Workflow stages of the Siamese flow network (Gaur et al. Sec. 5): training on the stored pseudo ground
+truth of the make_pseudo_flow stage (or the demo's exact flow, an oracle) and prediction as a method of the
+PCK tables: pairwise transfer, or the paper's top-K retrieval protocol (``siamese.retrieval_top_k``)."""
 
 from __future__ import annotations
 
@@ -12,41 +13,55 @@ from typing import Mapping, Sequence
 import torch
 
 from ..backbones import build_backbone, resolve_device
-from ..training import TrainConfig, fit, save_weights
+from ..training import TrainConfig, fit, resumable_settings, save_weights
 from .augment import AugmentConfig
-from .data import ManifoldEmbeddings, SiamesePairData, batch_factory, demo_flow_provider, pseudo_flow_provider
+from .data import PseudoFlowStores, SiamesePairData, batch_factory, demo_flow_provider, grid_flow_provider
 from .loss import batch_loss
 from .model import SiameseFlowNet
-from .predict import predict_pairs
+from .predict import predict_by_retrieval, predict_pairs
 
 log = logging.getLogger(__name__)
+# siamese config keys that shape the network (a checkpoint is rebuilt with the values it was trained with)
+ARCHITECTURE_KEYS = ("fusion", "match_layers", "match_beta", "match_kernel_sigma_cells", "freeze_backbone")
 
 
 def _model(cfg: Mapping, backbone_name: str) -> SiameseFlowNet:
     sc = cfg["siamese"]
     backbone = build_backbone(backbone_name, weights_path=cfg["weights"].get(backbone_name))
-    return SiameseFlowNet(backbone, freeze_backbone=sc["freeze_backbone"])
+    match_layers = None if sc["match_layers"] == "auto" else tuple(sc["match_layers"])
+    return SiameseFlowNet(backbone, freeze_backbone=sc["freeze_backbone"], fusion=sc["fusion"],
+                          match_layers=match_layers, beta=sc["match_beta"],
+                          kernel_sigma_cells=sc["match_kernel_sigma_cells"])
 
 
-def train(cfg: Mapping, backbone_name: str, manifold_stores: Sequence[str | Path], out_weights: str | Path) -> None:
-    """Train on the pseudo flow of the training pairs; checkpoints beside ``out_weights`` (resumable)."""
+def augment_config(sc: Mapping) -> AugmentConfig | None:
+    """The augmentation of the ``siamese`` config section, or None when it is off."""
+    if not sc["augment"]:
+        return None
+    return AugmentConfig(rotation_deg=tuple(sc["augment_rotation_deg"]), scale=tuple(sc["augment_scale"]),
+                         apply_to=sc["augment_apply_to"])
+
+
+def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | Path], out_weights: str | Path) -> None:
+    """Train on the stored pseudo flow of the training pairs (the make_pseudo_flow stage); checkpoints
+    beside ``out_weights`` (resumable)."""
     from ..stages import load_dataset, write_meta
 
     sc = cfg["siamese"]
     index = load_dataset(cfg)
-    emb = ManifoldEmbeddings(manifold_stores)
-    pairs = [p for p in index.pairs if p.split == "train" and p.src in emb and p.trg in emb]
+    stores = PseudoFlowStores(pseudo_flow_stores)
+    pairs = [p for p in index.pairs if p.split == "train" and p.pair_id in stores]
     if sc["max_train_pairs"]:
         pairs = pairs[:sc["max_train_pairs"]]
     if not pairs:
-        raise ValueError(f"no training pairs with a manifold embedding in dataset {index.name}; set dataset.split "
-                         f"so that the train split is not empty.")
+        raise ValueError(f"no training pair of dataset {index.name} has a stored pseudo flow; set dataset.split so "
+                         f"that the train split is not empty and pseudo_flow.split: train.")
     if sc["flow_source"] == "exact":
         provider = demo_flow_provider(index)  # oracle upper bound, demo only
     else:
-        provider = pseudo_flow_provider(emb, mode=cfg["pseudo_flow"]["mode"], metric=cfg["pseudo_flow"]["metric"])
+        provider = grid_flow_provider(stores)
     data = SiamesePairData(index, pairs, provider, sc["input_size"])
-    augment = AugmentConfig() if sc["augment"] else None
+    augment = augment_config(sc)
     tc = TrainConfig(epochs=sc["epochs"], lr=sc["lr"], batch_size=sc["batch_size"], seed=cfg["seed"])
     device = resolve_device(cfg["device"])
     torch.manual_seed(cfg["seed"])
@@ -56,17 +71,21 @@ def train(cfg: Mapping, backbone_name: str, manifold_stores: Sequence[str | Path
     # exceed sqrt(side) px, which would otherwise truncate (and silence) nearly every pixel.
     loss_fn = partial(batch_loss, t_sq_px2=sc["truncation_px2"])
     result = fit(model, loss_fn, batch_factory(data, tc.batch_size, augment), tc, out_dir, device,
-                 extra_fingerprint={"siamese": sc, "backbone": backbone_name, "n_pairs": len(pairs)},
+                 extra_fingerprint={"siamese": resumable_settings(sc), "backbone": backbone_name, "n_pairs": len(pairs)},
                  desc="siamese")
     save_weights(model, out_weights, {"backbone": backbone_name, "siamese": dict(sc), "train": asdict(tc),
-                                      "n_pairs": len(pairs)})
+                                      "n_pairs": len(pairs), "pseudo_flow": dict(cfg["pseudo_flow"])})
     write_meta(out_dir / "train_meta.json", cfg, n_pairs=len(pairs), resumed_from_epoch=result.resumed_from,
                history=result.history, device=str(device))
 
 
 def load_model(cfg: Mapping, backbone_name: str, weights: str | Path, device) -> SiameseFlowNet:
-    model = _model(cfg, backbone_name)
+    """The trained network on ``device`` in eval mode; ``.backbone`` is its encoder. The architecture keys
+    (ARCHITECTURE_KEYS) come from the checkpoint's meta when it records them, else from ``cfg['siamese']``."""
     state = torch.load(weights, map_location="cpu", weights_only=False)
+    trained = state.get("meta", {}).get("siamese", {}) if isinstance(state, dict) else {}
+    sc = {**cfg["siamese"], **{k: trained[k] for k in ARCHITECTURE_KEYS if k in trained}}
+    model = _model({**cfg, "siamese": sc}, backbone_name)
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
@@ -76,9 +95,15 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
 
     index = load_dataset(cfg)
     _, pairs = eval_pairs(cfg, index)
+    sc = cfg["siamese"]
     device = resolve_device(cfg["device"])
     model = load_model(cfg, backbone_name, weights, device)
     with torch.inference_mode():
-        preds, ms = predict_pairs(model, pairs, index.images, cfg["siamese"]["input_size"])
+        if sc["retrieval_top_k"]:  # Gaur et al. Sec. 6: top-K training images of the category, then transfer
+            gallery = [p for p in index.pairs if p.split == "train"]
+            preds, ms = predict_by_retrieval(model, pairs, gallery, index.images, sc["retrieval_top_k"],
+                                             sc["input_size"])
+        else:
+            preds, ms = predict_pairs(model, pairs, index.images, sc["input_size"])
     finish_predictions(cfg, "siamese", preds, ms, out_csv, meta_json, device=str(device),
-                       input_size=cfg["siamese"]["input_size"])
+                       input_size=sc["input_size"], fusion=sc["fusion"], retrieval_top_k=sc["retrieval_top_k"])

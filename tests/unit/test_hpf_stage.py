@@ -74,3 +74,25 @@ def test_search_refuses_to_look_at_test_pairs(tmp_path):
     with pytest.raises(ValueError, match="overlaps the evaluation split"):
         search(cfg, tmp_path / "none.zarr", tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "s.png",
                torch.device("cpu"))
+
+
+def test_predictor_refuses_a_search_record_of_other_features(tmp_path):
+    import json
+
+    from pipeline_lib.hpf.stage import SAME_AS, predictor
+
+    rng = np.random.default_rng(0)
+    store = write_store(tmp_path / "f.zarr", {"a": [rng.normal(size=(8, GRID, GRID)),
+                                                    rng.normal(size=(8, GRID // 2, GRID // 2))]})
+    cfg = validate_config({"dataset": {"kind": "demo", "name": "x"}})
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"layer_names": ["L0", "L1"], "best_layers": ["L0", "L1"], "best_single_rhm": ["L0"],
+                                "best_nn_layer": "L1"}))
+    for method in ("hpf", *SAME_AS):  # gaur_hpf is hpf on another store
+        _, params = predictor(method, cfg, store, good, torch.device("cpu"))
+        assert params == {"layers": ["L0", "L1"], "matcher": "rhm"}
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"layer_names": ["block04"], "best_layers": ["block04"],
+                                 "best_single_rhm": ["block04"], "best_nn_layer": "block04"}))
+    with pytest.raises(ValueError, match="was searched on other features"):
+        predictor("hpf", cfg, store, other, torch.device("cpu"))

@@ -132,3 +132,22 @@ def test_flow_quality_counts():
     assert q["coverage"] == pytest.approx(0.75)
     empty = flow_quality(pred, ~valid, true, valid, [1])
     assert np.isnan(empty["epe"]) and empty["coverage"] == 0.0
+
+
+def test_matching_features_sources():
+    from pipeline_lib.pseudo_flow import matching_features
+
+    g = np.random.default_rng(0)
+    emb, raw = g.normal(size=(2, 3, 3, 4)) * 7, g.normal(size=(2, 3, 3, 5)) * 0.1
+    assert np.array_equal(matching_features(emb, None, "embedding"), emb)
+    assert np.array_equal(matching_features(emb, raw, "raw"), raw)
+    both = matching_features(emb, raw, "concat")
+    assert both.shape == (2, 3, 3, 9)
+    assert np.allclose(np.linalg.norm(both[..., :5], axis=-1), 1) and np.allclose(np.linalg.norm(both[..., 5:], axis=-1), 1)
+    assert np.allclose(both[..., :5] * np.linalg.norm(raw, axis=-1, keepdims=True), raw, atol=1e-5)
+    with pytest.raises(ValueError, match="features must be"):
+        matching_features(emb, raw, "pca")
+    with pytest.raises(ValueError, match="raw features"):
+        matching_features(emb, None, "concat")
+    with pytest.raises(ValueError, match="share the grid"):
+        matching_features(emb, raw[:, :2], "concat")

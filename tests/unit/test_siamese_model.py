@@ -144,3 +144,37 @@ def test_near_duplicate_is_ranked_first(lite0):
     assert pooled.shape == (9, feats.shape[1])
     top = retrieve_top_k(feats[0], feats[1:], k=3)
     assert top[0].item() == 7 and len(top) == 3
+
+
+def correlation_model(lite0, infos, **kw):
+    with torch.no_grad():
+        return SiameseFlowNet(lite0, layer_infos=infos, fusion="correlation", **kw).eval()
+
+
+def test_correlation_match_recovers_a_planted_cell_shift(lite0, infos):
+    m = correlation_model(lite0, infos, match_layers=("block04",))
+    g = torch.Generator().manual_seed(0)
+    src = torch.randn(1, 40, 8, 8, generator=g)  # block04: 40 channels, an 8 x 8 grid of a 64 px input
+    trg = torch.roll(src, shifts=1, dims=3)  # target cell (i, j + 1) shows source cell (i, j)
+    flow, conf = m.match({"block04": src}, {"block04": trg}, (64, 64))
+    assert flow.shape == (1, 2, 8, 8) and conf.shape == (1, 1, 8, 8)
+    assert torch.allclose(flow[0, 0, :, :7], torch.tensor(8.0), atol=1e-3)  # one 8 px cell right
+    assert torch.allclose(flow[0, 1], torch.tensor(0.0), atol=1e-3)
+    assert torch.allclose(conf, torch.tensor(1.0), atol=1e-5)  # cosine of identical hyperpixels
+
+
+def test_untrained_correlation_model_outputs_the_matched_flow(lite0, infos):
+    m = correlation_model(lite0, infos)
+    assert m.match_layers == m.layers[-3:-1]  # auto: the two skip layers above the bottleneck
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = m(x, x)
+        feats = m.encode(x)
+        coarse, _ = m.match(feats, feats, (64, 64))
+    expect = torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False)
+    assert torch.allclose(out, expect.permute(0, 2, 3, 1), atol=1e-4)  # zero head: residual 0
+    assert out.abs().max() < 2.0  # an image matched to itself stays (soft argmax: sub-cell)
+    with pytest.raises(ValueError, match="fusion"):
+        SiameseFlowNet(lite0, layer_infos=infos, fusion="sum")
+    with pytest.raises(ValueError, match="match_layers"):
+        SiameseFlowNet(lite0, layer_infos=infos, fusion="correlation", match_layers=("nope",))

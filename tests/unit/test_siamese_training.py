@@ -202,3 +202,54 @@ def test_stored_grid_flow_is_rescaled_to_the_resized_frames(tmp_path):
     assert np.abs(out[4:17, 4:17]).max() < 1e-4
     with pytest.raises(KeyError):
         stores(replace(pair, pair_id="zz"))
+
+
+def test_top_k_retrieval_protocol_transfers_from_the_nearest_gallery_image(translated_set):
+    from pipeline_lib.siamese import predict_by_retrieval
+
+    torch.manual_seed(0)
+    with torch.no_grad():  # untrained correlation fusion: a soft nearest-neighbour matcher, an image onto itself stays
+        matcher = SiameseFlowNet(build_backbone("efficientnet_lite0"), fusion="correlation").eval()
+    rec = translated_set.images
+    images = {"q": replace(rec["s0"], image_id="q"), "copy": replace(rec["s0"], image_id="copy"),
+              "other": replace(rec["s5"], image_id="other")}
+    k0 = np.array([[20.0, 22.0], [41.0, 30.0], [30.0, 44.0]])
+    k_other, k_self = k0[::-1].copy(), k0 + 9.0
+    valid = np.array([True, True, False])
+    test = [Pair("t", "tex", "other", "q", k_other, k0, valid, "test")]
+    gallery = [Pair("g1", "tex", "copy", "other", k0, k_other, np.ones(3, bool), "train"),
+               Pair("g2", "tex", "q", "other", k_self, k_other, np.ones(3, bool), "train")]  # the query itself: ignored
+    preds, ms = predict_by_retrieval(matcher, test, gallery, images, k=1, input_size=SIZE, progress=False)
+    assert ms > 0 and np.isnan(preds["t"][2]).all()
+    assert np.abs(preds["t"][:2] - k0[:2]).max() < 2.0  # the copy's keypoints, carried onto the query
+    with pytest.raises(ValueError, match="no gallery image"):
+        predict_by_retrieval(matcher, [replace(test[0], category="cat")], gallery, images, k=1, input_size=SIZE,
+                             progress=False)
+
+
+def test_augmentation_comes_from_the_config_with_the_papers_defaults():
+    from pipeline_lib.config import validate_config
+    from pipeline_lib.siamese.stage import augment_config
+
+    paper = augment_config(validate_config({})["siamese"])
+    assert paper == AugmentConfig(rotation_deg=(-16.0, 16.0), scale=(0.9, 2.0), apply_to="both")  # Gaur et al. Sec. 6
+    mild = augment_config(validate_config({"siamese": {"augment_scale": [1.0, 1.2], "augment_apply_to": "target",
+                                                       "augment_rotation_deg": [-5, 5]}})["siamese"])
+    assert mild.scale == (1.0, 1.2) and mild.rotation_deg == (-5, 5) and mild.apply_to == "target"
+    assert augment_config(validate_config({"siamese": {"augment": False}})["siamese"]) is None
+    with pytest.raises(ValueError, match="min, max"):
+        augment_config(validate_config({"siamese": {"augment_scale": [2.0, 1.0]}})["siamese"])
+
+
+def test_load_model_rebuilds_the_trained_architecture(tmp_path):
+    from pipeline_lib.config import validate_config
+    from pipeline_lib.siamese.stage import _model, load_model
+    from pipeline_lib.training import save_weights
+
+    trained_cfg = validate_config({"device": "cpu", "siamese": {"fusion": "correlation"}})
+    model = _model(trained_cfg, "efficientnet_lite0")
+    save_weights(model, tmp_path / "model.pt", {"backbone": "efficientnet_lite0", "siamese": trained_cfg["siamese"]})
+    loaded = load_model(validate_config({"device": "cpu"}), "efficientnet_lite0", tmp_path / "model.pt", "cpu")
+    assert loaded.fusion == "correlation" and loaded.match_layers == model.match_layers and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert loaded.backbone is not None and hasattr(loaded.backbone, "layer_names")  # the encoder, for the chain

@@ -1,4 +1,4 @@
-"""The Snakemake workflow: dry run, a real tiny run, no-op rerun and a targeted --forcerun."""
+"""The Snakemake workflow: dry run, a real tiny run of the whole chain, no-op rerun and a targeted --forcerun."""
 
 import csv
 import json
@@ -10,10 +10,15 @@ import pytest
 import yaml
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+# The full chain in miniature: features -> manifold -> pseudo flow -> Siamese training -> encoder features ->
+# layer search -> gaur_hpf, evaluated next to nn, hpf and the Siamese network's own flow.
 TINY = {"dataset": {"name": "tiny", "kind": "demo", "split": {"mode": "given"}},
         "demo": {"photos": ["chelsea", "coffee"], "images_per_category": 3, "image_size": 64},
-        "image": {"longer_side": 64}, "device": "cpu", "methods": ["nn", "hpf"],
-        "hpf": {"max_layers": 2, "beam_width": 2}}
+        "image": {"longer_side": 64}, "device": "cpu", "methods": ["nn", "hpf", "siamese", "gaur_hpf"],
+        "hpf": {"max_layers": 2, "beam_width": 2},
+        "manifold": {"grid_size": 8, "max_iter": 2, "n_clusters": 4},
+        "siamese": {"input_size": 64, "epochs": 1, "batch_size": 2, "max_train_pairs": 2}}
+METHODS = TINY["methods"]
 
 
 def snakemake(repo, workdir, *args, config=None):
@@ -56,8 +61,8 @@ def test_tiny_run_writes_the_result_contract(tiny_run):
                 "n_keypoints"):
         assert col in rows[0]
     overall = [r for r in rows if r["category"] == "all"]
-    assert [float(r["alpha"]) for r in overall] == [0.05, 0.1, 0.15] * 2
-    assert [r["method"] for r in overall] == ["nn"] * 3 + ["hpf"] * 3  # config order
+    assert [float(r["alpha"]) for r in overall] == [0.05, 0.1, 0.15] * len(METHODS)
+    assert [r["method"] for r in overall] == [m for m in METHODS for _ in range(3)]  # a row per method, config order
     assert all(int(r["n_pairs"]) == 4 for r in overall)  # 2 test pairs per category
     pcks = [float(r["pck_per_pair"]) for r in overall if r["method"] == "nn"]
     assert pcks == sorted(pcks) and pcks[-1] > 0
@@ -69,6 +74,30 @@ def test_tiny_run_writes_the_result_contract(tiny_run):
     search = json.loads((base / "hpf" / "search.json").read_text())
     assert 1 <= len(search["best_layers"]) <= 2 and search["n_pairs"] == 2  # one val pair per category
     assert (base / "hpf" / "search_trace.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_tiny_run_builds_every_stage_of_the_chain(tiny_run):
+    from pipeline_lib.backbones import checkpoint_key
+    from pipeline_lib.features import FeatureStore
+
+    base = tiny_run / "results" / "tiny" / "efficientnet_lite0"
+    features = tiny_run / "results" / "features" / "tiny" / "64px-float32" / "efficientnet_lite0.zarr"
+    assert (features / "zarr.json").is_file()
+    for cat in TINY["demo"]["photos"]:
+        assert (base / "manifold" / cat / "manifold.zarr" / "zarr.json").is_file()
+        assert (base / "pseudo_flow" / cat / "pseudo_flow.zarr" / "zarr.json").is_file()
+    assert (base / "manifold" / "summary.csv").is_file() and (base / "pseudo_flow" / "quality_summary.csv").is_file()
+    model = base / "siamese" / "model.pt"
+    store = FeatureStore(base / "chain" / "features.zarr")
+    assert store.attrs["checkpoint"]["sha256"] == checkpoint_key(model)
+    assert store.attrs["backbone"] == "siamese_efficientnet_lite0"
+    search = json.loads((base / "chain" / "search.json").read_text())
+    assert search["checkpoint_sha256"] == checkpoint_key(model) and 1 <= len(search["best_layers"]) <= 2
+    meta = json.loads((base / "methods" / "gaur_hpf" / "predict_meta.json").read_text())
+    assert meta["method"] == "gaur_hpf" and meta["params"]["layers"] == search["best_layers"]
+    for m in METHODS:
+        assert len(list(csv.DictReader((base / "methods" / m / "predictions.csv").open()))) > 0
 
 
 @pytest.mark.slow
@@ -88,3 +117,12 @@ def test_rerun_recomputes_nothing_and_forcerun_only_what_depends(repo, tiny_run)
     log = r.stdout + r.stderr
     assert "rule evaluate_method:" in log and "rule aggregate_results:" in log
     assert "rule extract_features:" not in log and "rule generate_demo:" not in log
+    # A retrained encoder (new model.pt) invalidates exactly the chain after it, nothing of the ImageNet features.
+    r = snakemake(repo, tiny_run, "-n", "--forcerun", "train_siamese", config=TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = r.stdout + r.stderr
+    for rule in ("train_siamese", "extract_siamese_features", "search_gaur_layers", "predict_gaur_hpf",
+                 "predict_siamese"):
+        assert f"rule {rule}:" in log, rule
+    for rule in ("extract_features", "learn_manifold", "search_hyperpixel_layers", "predict_hpf", "predict_nn"):
+        assert f"rule {rule}:" not in log, rule

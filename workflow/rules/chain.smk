@@ -1,1 +1,73 @@
 # The full chain (Gaur et al. + Min et al.): features of the Siamese-trained encoder, their layer search, gaur_hpf.
+# The encoder's store is keyed by the sha256 of model.pt; search and predict refuse a store of another checkpoint.
+rule extract_siamese_features:
+    input:
+        dataset_inputs,
+        checkpoint=rules.train_siamese.output.weights,
+    output:
+        store=directory(f"{DATA}/{{backbone}}/chain/features.zarr"),
+    params:
+        cfg=cfg_params("image", "features", dataset_keys=("kind", "root", "pairs_csv")),
+    log:
+        f"logs/extract_siamese_features/{D}/{{backbone}}.log",
+    benchmark:
+        f"benchmarks/extract_siamese_features/{D}/{{backbone}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1 if config["device"] == "cuda" else 0,
+    script:
+        "../scripts/extract_siamese_features.py"
+
+
+rule search_gaur_layers:
+    input:
+        pair_inputs,
+        features=rules.extract_siamese_features.output.store,
+        checkpoint=rules.train_siamese.output.weights,
+    output:
+        record=f"{DATA}/{{backbone}}/chain/search.json",
+        trace=f"{DATA}/{{backbone}}/chain/search_trace.csv",
+        plot=report(
+            f"{DATA}/{{backbone}}/chain/search_trace.png",
+            caption="../report/search_trace.rst",
+            category="Full chain (gaur_hpf)",
+            labels={"dataset": D, "backbone": "{backbone}"},
+        ),
+    params:
+        cfg=cfg_params("seed", "dataset", "hpf", "evaluation"),
+    log:
+        f"logs/search_gaur_layers/{D}/{{backbone}}.log",
+    benchmark:
+        f"benchmarks/search_gaur_layers/{D}/{{backbone}}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1 if config["device"] == "cuda" else 0,
+    script:
+        "../scripts/search_hyperpixel_layers.py"
+
+
+rule predict_gaur_hpf:
+    input:
+        pair_inputs,
+        features=rules.extract_siamese_features.output.store,
+        search=rules.search_gaur_layers.output.record,
+        checkpoint=rules.train_siamese.output.weights,
+    output:
+        predictions=f"{DATA}/{{backbone}}/methods/gaur_hpf/predictions.csv",
+        meta=f"{DATA}/{{backbone}}/methods/gaur_hpf/predict_meta.json",
+    params:
+        cfg=cfg_params("seed", "dataset", "hpf", "evaluation"),
+        method="gaur_hpf",
+    log:
+        f"logs/predict_gaur_hpf/{D}/{{backbone}}.log",
+    benchmark:
+        f"benchmarks/predict_gaur_hpf/{D}/{{backbone}}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1 if config["device"] == "cuda" else 0,
+    script:
+        "../scripts/predict_hpf.py"

@@ -40,11 +40,17 @@ def manifold_outputs(backbone):
     return expand(f"{DATA}/{backbone}/manifold/{{category}}/manifold.zarr", category=categories(config))
 
 
+# Methods trained on the manifold's pseudo ground truth: they need the manifold stage, so its summaries join the targets.
+PSEUDO_GT_METHODS = {"siamese", "gaur_hpf"}
+
+
 def final_outputs():
     out = []
-    if config["manifold"]["run"]:
+    if config["manifold"]["run"] or PSEUDO_GT_METHODS & set(config["methods"]):
         out += [f"{DATA}/{b}/manifold/summary.csv" for b in config["backbones"]]
         out += [f"{DATA}/{b}/pseudo_flow/quality_summary.csv" for b in config["backbones"]]
+    if "gaur_hpf" in config["methods"]:  # the full chain's layer search, for the report
+        out += [f"{DATA}/{b}/chain/search_trace.png" for b in config["backbones"]]
     for b in config["backbones"]:
         out += [f"{DATA}/{b}/pck_summary.csv", f"{DATA}/{b}/pck_summary.md", f"{DATA}/{b}/pck_summary.png"]
     return out

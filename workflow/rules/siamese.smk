@@ -1,7 +1,12 @@
+def pseudo_flow_outputs(backbone):
+    """The make_pseudo_flow stores of every category: the Siamese network's training targets."""
+    return expand(f"{DATA}/{backbone}/pseudo_flow/{{category}}/pseudo_flow.zarr", category=categories(config))
+
+
 rule train_siamese:
     input:
         pair_inputs,
-        manifold=lambda w: manifold_outputs(w.backbone),
+        pseudo_flow=lambda w: pseudo_flow_outputs(w.backbone),
     output:
         weights=f"{DATA}/{{backbone}}/siamese/model.pt",
         log_csv=f"{DATA}/{{backbone}}/siamese/train_log.csv",

@@ -1,0 +1,93 @@
+"""Workflow stages of FCSS (Kim et al. 2017): weakly supervised training on the training split's pairs
+and prediction as a method of the PCK tables. Settings come from the config section ``fcss``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..backbones import build_backbone, resolve_device
+from ..config import ConfigError, section
+from ..stages import prediction_inputs, save_trained
+from ..training import resumable_settings
+from ..training import TrainConfig
+from .model import FCSS, FCSSConfig, build_fcss
+from .predict import predict_pairs
+from .train import FCSSTrainConfig, build_training_pairs, train_fcss
+
+log = logging.getLogger(__name__)
+TRAIN_KEYS = ("epochs", "lr", "batch_size", "weight_decay")  # TrainConfig keys of the section
+TRAIN_SPLIT = "train"  # the stage trains on training pairs only, never on validation or test images
+
+
+@dataclass(frozen=True)
+class FCSSSettings:
+    """Everything one config section ``fcss`` sets (see :func:`settings_from_config`)."""
+
+    model: FCSSConfig
+    supervision: FCSSTrainConfig
+    train: TrainConfig
+    longer_side: int  # prediction resolution (px), 0 = the config's image.longer_side
+
+
+def settings_from_config(fcss: Mapping[str, Any], seed: int = 0) -> FCSSSettings:
+    """Split the section into its dataclasses: model keys, the :class:`TrainConfig` keys, ``longer_side``
+    and the nested ``train`` mapping (:class:`FCSSTrainConfig`, whose split is always the train split).
+    Unknown keys are an error; ``seed`` seeds both the initial sampling patterns and the loop."""
+    model_keys = set(FCSSConfig.__dataclass_fields__) - {"seed"}
+    flat = {k: v for k, v in fcss.items() if k not in ("train", "longer_side")}
+    unknown = set(flat) - model_keys - set(TRAIN_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key(s) fcss.{sorted(unknown)}; allowed: {sorted(model_keys | set(TRAIN_KEYS))} "
+                          f"+ longer_side, train")
+    supervision = dict(fcss.get("train", {}))
+    if "split" in supervision:
+        raise ConfigError("fcss.train.split cannot be set: FCSS trains on the train split only")
+    model = section(FCSSConfig, {**{k: v for k, v in flat.items() if k in model_keys}, "seed": seed})
+    train = section(TrainConfig, {**{k: v for k, v in flat.items() if k in TRAIN_KEYS}, "seed": seed})
+    return FCSSSettings(model, section(FCSSTrainConfig, {**supervision, "split": TRAIN_SPLIT}), train,
+                        int(fcss.get("longer_side", 0)))
+
+
+def settings(cfg: Mapping) -> FCSSSettings:
+    return settings_from_config(cfg["fcss"], seed=cfg["seed"])
+
+
+def predict_longer_side(cfg: Mapping) -> int:
+    """Prediction resolution: ``fcss.longer_side``, or the config's ``image.longer_side`` when 0."""
+    return settings(cfg).longer_side or int(cfg["image"]["longer_side"])
+
+
+def build(cfg: Mapping, backbone_name: str) -> FCSS:
+    """The untrained model of this config (ImageNet backbone, seeded sampling patterns)."""
+    backbone = build_backbone(backbone_name, weights_path=cfg["weights"].get(backbone_name))
+    return build_fcss(settings(cfg).model, backbone)
+
+
+def train(cfg: Mapping, backbone_name: str, out_weights: str | Path) -> None:
+    """Train on the training split's pairs and their object regions; checkpoints beside ``out_weights``."""
+    from ..stages import load_dataset
+
+    s = settings(cfg)
+    index = load_dataset(cfg)
+    pairs = build_training_pairs(index, s.supervision)
+    device = resolve_device(cfg["device"])
+    model = build(cfg, backbone_name)
+    log.info("FCSS: %d training pairs at %d px, %d epochs", len(pairs), s.supervision.longer_side, s.train.epochs)
+    extra = {"fcss": resumable_settings(cfg["fcss"]), "pairs": [p.pair_id for p in pairs]}
+    result = train_fcss(model, pairs, s.train, s.supervision, Path(out_weights).parent, device, extra_fingerprint=extra)
+    save_trained(cfg, "fcss", model, result, out_weights, device, backbone=backbone_name, n_pairs=len(pairs),
+                 layers=list(model.layers), train=asdict(s.train))
+
+
+def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json) -> None:
+    """Nearest-neighbour keypoint transfer on FCSS descriptors of the evaluation pairs."""
+    from ..stages import finish_predictions
+
+    index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
+    side = predict_longer_side(cfg)
+    preds, ms = predict_pairs(model, pairs, index.images, side)
+    finish_predictions(cfg, "fcss", preds, ms, out_csv, meta_json, device=str(device), longer_side=side,
+                       layers=list(model.layers))

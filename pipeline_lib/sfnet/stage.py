@@ -1,0 +1,60 @@
+"""Workflow stages of SFNet (Lee et al. 2019): training on the training split's images and
+prediction as a method of the PCK tables. Settings come from the config section ``sfnet``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from ..backbones import build_backbone, resolve_device
+from ..stages import prediction_inputs, save_trained
+from ..training import resumable_settings
+from .model import SFNet, build_sfnet
+from .predict import predict_pairs, sfnet_keypoint_fn
+from .train import SFNetSettings, load_images, settings_from_config, train_sfnet, training_image_ids
+
+log = logging.getLogger(__name__)
+
+
+def settings(cfg: Mapping) -> SFNetSettings:
+    return settings_from_config(cfg["sfnet"], seed=cfg["seed"])
+
+
+def build(cfg: Mapping, backbone_name: str) -> SFNet:
+    """The untrained model of this config (ImageNet backbone, seeded adaptation layers)."""
+    torch.manual_seed(cfg["seed"])
+    backbone = build_backbone(backbone_name, weights_path=cfg["weights"].get(backbone_name))
+    return build_sfnet(settings(cfg).model, backbone)
+
+
+def train(cfg: Mapping, backbone_name: str, out_weights: str | Path) -> None:
+    """Train on synthetic warps of the training split's images; checkpoints beside ``out_weights``."""
+    from ..stages import load_dataset
+
+    s = settings(cfg)
+    index = load_dataset(cfg)
+    ids = training_image_ids(index)
+    images, masks = load_images(index, ids, s.model.image_size, s.mask_source)
+    device = resolve_device(cfg["device"])
+    model = build(cfg, backbone_name)
+    log.info("SFNet: %d training images at %d px, %d epochs", len(ids), s.model.image_size, s.train.epochs)
+    extra = {"sfnet": resumable_settings(cfg["sfnet"]), "backbone": backbone_name, "images": ids}
+    result = train_sfnet(model, images, masks, s.train, Path(out_weights).parent, device, s.synthetic, s.loss,
+                         extra_fingerprint=extra)
+    save_trained(cfg, "sfnet", model, result, out_weights, device, backbone=backbone_name, n_images=len(ids),
+                 layers=list(model.layers), train=asdict(s.train))
+
+
+def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json) -> None:
+    """Keypoint transfer through the dense flow on the evaluation pairs."""
+    from ..stages import finish_predictions
+
+    index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
+    size = settings(cfg).model.image_size
+    preds, ms = predict_pairs(sfnet_keypoint_fn(model, size), index, pairs, desc="sfnet")
+    finish_predictions(cfg, "sfnet", preds, ms, out_csv, meta_json, device=str(device), image_size=size,
+                       layers=list(model.layers))

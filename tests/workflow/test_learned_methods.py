@@ -1,0 +1,61 @@
+"""SFNet, WeakAlign and FCSS as workflow stages: train, predict, evaluate into the PCK table, and
+resume training from the last checkpoint when only more epochs are asked for."""
+
+import copy
+import csv
+import importlib
+import json
+
+import pytest
+
+from pipeline_lib.config import validate_config
+
+from .test_workflow import snakemake
+
+METHODS = ["sfnet", "weakalign", "fcss"]
+TINY = {"dataset": {"name": "tiny_learned", "kind": "demo", "split": {"mode": "given"}},
+        "demo": {"photos": ["chelsea", "coffee"], "images_per_category": 3, "image_size": 64},
+        "image": {"longer_side": 64}, "device": "cpu", "methods": METHODS, "manifold": {"run": False},
+        "sfnet": {"image_size": 64, "epochs": 1, "batch_size": 4, "lr": 0.001},
+        "weakalign": {"image_size": 64, "epochs": 1, "batch_size": 4},
+        "fcss": {"n_patterns": 8, "epochs": 1, "batch_size": 3,
+                 "train": {"longer_side": 48, "n_samples": 64}}}
+
+
+@pytest.fixture(scope="module")
+def learned_run(repo, tmp_path_factory):
+    work = tmp_path_factory.mktemp("learned")
+    r = snakemake(repo, work, config=TINY)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return work
+
+
+@pytest.mark.slow
+def test_each_method_trains_predicts_and_has_pck_rows(learned_run):
+    base = learned_run / "results" / "tiny_learned" / "efficientnet_lite0"
+    rows = [r for r in csv.DictReader((base / "pck_summary.csv").open()) if r["category"] == "all"]
+    assert [r["method"] for r in rows] == [m for m in METHODS for _ in range(3)]  # config order, 3 alphas
+    assert all(int(r["n_pairs"]) == 4 for r in rows)  # 2 test pairs per category
+    for m in METHODS:
+        preds = list(csv.DictReader((base / "methods" / m / "predictions.csv").open()))
+        assert {p["pair_id"] for p in preds} and all(p["pred_x"] != "nan" for p in preds)
+        meta = json.loads((base / "methods" / m / "predict_meta.json").read_text())
+        assert meta["method"] == m and meta["n_pairs"] == 4 and meta["ms_per_pair"] > 0
+        train = json.loads((base / m / "train_meta.json").read_text())
+        assert train["method"] == m and len(train["history"]) == 1 and train["resumed_from_epoch"] == 0
+        assert (base / m / "loss_curve.png").stat().st_size > 0
+        assert [r["epoch"] for r in csv.DictReader((base / m / "train_log.csv").open())] == ["1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_more_epochs_resume_from_the_workflows_checkpoint(learned_run, method):
+    """The stage (as the rule calls it) continues the run's checkpoint when only ``epochs`` grows."""
+    stage = importlib.import_module(f"pipeline_lib.{method}.stage")
+    cfg = validate_config({**copy.deepcopy(TINY), "results_dir": str(learned_run / "results")})
+    cfg[method]["epochs"] = 2
+    out = learned_run / "results" / "tiny_learned" / "efficientnet_lite0" / method
+    stage.train(cfg, "efficientnet_lite0", out / "model.pt")
+    train = json.loads((out / "train_meta.json").read_text())
+    assert train["resumed_from_epoch"] == 1 and [h["epoch"] for h in train["history"]] == [1, 2]
+    assert [r["epoch"] for r in csv.DictReader((out / "train_log.csv").open())] == ["1", "2"]

@@ -1,0 +1,4 @@
+from pipeline_lib.fcss import stage
+from pipeline_lib.snakemake_adapter import run_stage
+
+run_stage(snakemake, lambda cfg: stage.train(cfg, snakemake.wildcards.backbone, snakemake.output.weights))
