@@ -126,3 +126,14 @@ def test_rerun_recomputes_nothing_and_forcerun_only_what_depends(repo, tiny_run)
         assert f"rule {rule}:" in log, rule
     for rule in ("extract_features", "learn_manifold", "search_hyperpixel_layers", "predict_hpf", "predict_nn"):
         assert f"rule {rule}:" not in log, rule
+
+
+@pytest.mark.slow
+def test_prediction_only_settings_do_not_retrain(repo, tiny_run):
+    """Asking for the paper's top-K protocol reruns the Siamese prediction, not its training."""
+    cfg = {**TINY, "siamese": {**TINY["siamese"], "retrieval_top_k": 2}}
+    r = snakemake(repo, tiny_run, "-n", config=cfg)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = r.stdout + r.stderr
+    assert "rule predict_siamese:" in log
+    assert "rule train_siamese:" not in log and "rule extract_siamese_features:" not in log

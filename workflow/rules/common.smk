@@ -16,13 +16,16 @@ wildcard_constraints:
     method="[A-Za-z0-9_+.-]+",
 
 
-def cfg_params(*keys, dataset_keys=None):
+def cfg_params(*keys, dataset_keys=None, drop=None):
     """The config sections a rule depends on, as one canonical string (a params rerun trigger).
 
-    ``dataset_keys`` narrows the dataset section to the keys that matter to the rule."""
+    ``dataset_keys`` narrows the dataset section to the keys that matter to the rule; ``drop`` maps a
+    section to keys the rule does not read (e.g. prediction-only keys of a training rule)."""
     picked = {k: config[k] for k in keys}
     if dataset_keys is not None:
         picked["dataset"] = {k: config["dataset"][k] for k in dataset_keys}
+    for section, names in (drop or {}).items():
+        picked[section] = {k: v for k, v in picked[section].items() if k not in names}
     return json.dumps(picked, sort_keys=True)
 
 

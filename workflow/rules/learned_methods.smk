@@ -115,7 +115,7 @@ rule train_fcss:
             subcategory="fcss",
         ),
     params:
-        cfg=cfg_params("seed", "weights", "fcss", dataset_keys=("kind", "root", "split")),
+        cfg=cfg_params("seed", "weights", "fcss", dataset_keys=("kind", "root", "split"), drop={"fcss": ("longer_side",)}),
     log:
         f"logs/train_fcss/{D}/{{backbone}}.log",
     benchmark:

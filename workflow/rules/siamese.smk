@@ -17,7 +17,8 @@ rule train_siamese:
             subcategory="siamese",
         ),
     params:
-        cfg=cfg_params("seed", "siamese", "pseudo_flow", "manifold", dataset_keys=("kind", "root", "split")),
+        cfg=cfg_params("seed", "siamese", "pseudo_flow", "manifold", dataset_keys=("kind", "root", "split"),
+                       drop={"siamese": ("retrieval_top_k",)}),  # a prediction-only key: never retrains
     log:
         f"logs/train_siamese/{D}/{{backbone}}.log",
     benchmark:
