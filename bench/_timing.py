@@ -73,3 +73,13 @@ def save_rows(path: Path, rows) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
         writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
+
+
+def markdown_table(rows, cols) -> str:
+    """A Markdown table of ``cols`` from benchmark rows (dataclasses or dicts; a missing key prints empty)."""
+    def cell(r, c):
+        return str(r.get(c, "") if isinstance(r, dict) else getattr(r, c))
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)

@@ -35,7 +35,7 @@ from pipeline_lib.backbones import BackboneError, build_backbone, resolve_device
 from pipeline_lib.fcss import (FCSSConfig, FCSSTrainConfig, TrainBatch, TrainPair, build_fcss, make_loss_fn,
                                predict_keypoints)
 from pipeline_lib.methods.nn import nn_transfer
-from _timing import cpu_peak_mib, cuda_peak_mib, save_rows, sync  # shared helpers (bench/_timing.py)
+from _timing import cpu_peak_mib, cuda_peak_mib, save_rows, sync, markdown_table  # shared helpers (bench/_timing.py)
 
 N_KEYPOINTS = 10  # PF-WILLOW annotates 10 keypoints per image
 
@@ -155,9 +155,7 @@ def markdown(rows: list[Row]) -> str:
     cols = ["device", "image_px", "descriptor_hw", "nn_layer", "nn_ms", "fcss_ms", "fcss_over_nn", "nn_cpu_ms",
             "fcss_cpu_ms", "fcss_over_nn_cpu", "fcss_train_pairs_per_s", "fcss_train_over_nn",
             "fcss_train_cpu_over_nn_cpu", "nn_peak_mib", "fcss_peak_mib"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(getattr(r, c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, cols)
 
 
 def main(argv: list[str] | None = None) -> None:

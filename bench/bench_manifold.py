@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _timing import markdown_table  # shared helpers (bench/_timing.py)
+
 DEFAULT_N_IMAGES = (10, 25, 50, 100)
 # Gaur et al. Sec. 1: VGG16 conv feature maps are 44 x 44.
 DEFAULT_GRID = (44, 44)
@@ -114,9 +116,7 @@ def run_one(args: argparse.Namespace) -> dict:
 def markdown(rows: list[dict]) -> str:
     cols = ["n_images", "n_vectors", "n_iter", "converged", "seconds_total", "seconds_per_iter",
             "seconds_init", "peak_rss_mb", "kfd_solver", "status"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, cols)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ import torch
 from pipeline_lib.geometry import cell_centres
 from pipeline_lib.hpf import assign, build_hough_space, nn_match, rhm_scores
 from pipeline_lib.backbones import resolve_device
-from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, MIB, save_rows, sync  # shared helpers (bench/_timing.py)
+from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, MIB, save_rows, sync, markdown_table  # shared helpers (bench/_timing.py)
 
 # HPF resizes the longer image side to 300 px (Min et al. code, PF-PASCAL protocol); a 75x75
 # base map is ResNet stride 4 on 300 px, a 38x38 map is stride 8.
@@ -116,9 +116,7 @@ def bench_one(h, w, channels, device, repeats, warmup, seed) -> Row:
 def markdown(rows: list[Row]) -> str:
     cols = ["device", "map_hw", "channels", "nn_ms", "rhm_ms", "rhm_over_nn", "hough_build_ms",
             "hough_space_mib", "nn_peak_mib", "rhm_peak_mib"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(getattr(r, c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, cols)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,7 +41,7 @@ from pipeline_lib.sfnet.predict import transfer_points
 from pipeline_lib.weakalign import PairBatch, WeakAlignConfig, build_weakalign, composed_points
 from pipeline_lib.weakalign import make_loss_fn as weakalign_loss_fn
 from pipeline_lib.weakalign.geometry import normalised_to_pixels, pixels_to_normalised
-from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, save_rows, sync  # shared helpers (bench/_timing.py)
+from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, save_rows, sync, markdown_table  # shared helpers (bench/_timing.py)
 
 N_KEYPOINTS = 10
 METHODS = ("nn", "sfnet", "weakalign")
@@ -165,9 +165,7 @@ def markdown(rows: list[Row]) -> str:
     cols = ["device", "image_px", "sfnet_grid", "nn_ms", "sfnet_ms", "weakalign_ms", "sfnet_over_nn",
             "weakalign_over_nn", "sfnet_train_pairs_per_s", "weakalign_train_pairs_per_s", "sfnet_train_over_nn",
             "weakalign_train_over_nn", "nn_peak_mib", "sfnet_peak_mib", "weakalign_peak_mib"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(getattr(r, c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, cols)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from pipeline_lib.backbones import build_backbone, describe_layers, resolve_device
 from pipeline_lib.siamese.loss import truncated_euclidean_loss
 from pipeline_lib.siamese.model import STRIDE_PROBE_PX, SiameseFlowNet
-from _timing import MIB, save_rows, sync  # shared helpers (bench/_timing.py)
+from _timing import MIB, save_rows, sync, markdown_table  # shared helpers (bench/_timing.py)
 
 
 
@@ -160,9 +160,7 @@ def bench_size(size: int, args, device: torch.device, gen: torch.Generator) -> R
 def markdown(rows: list[Row]) -> str:
     cols = ["device", "fusion", "input_px", "batch_size", "train_pairs_per_s", "train_peak_mib", "siamese_ms", "nn_ms",
             "siamese_over_nn", "siamese_peak_mib", "nn_peak_mib", "load_avg_1min"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(getattr(r, c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, cols)
 
 
 def main(argv: list[str] | None = None) -> None:
