@@ -49,9 +49,9 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def source_flow(model: SFNet, src_img: Image, trg_img: Image,
-                image_size: int | None = None) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
-    """(1, h_s, w_s, 2) normalised source->target flow of the model, with the original (H, W) of both images."""
+def forward_pair(model: torch.nn.Module, src_img: Image, trg_img: Image, image_size: int | None = None):
+    """(model output, original (H, W) of the source, of the target) for one pair, run in eval mode without
+    gradients (the model's training mode is restored); shared by every two-image model (SFNet, WeakAlign)."""
     device = _model_device(model)
     src, src_hw = as_batch(src_img, image_size, device)
     trg, trg_hw = as_batch(trg_img, image_size, device)
@@ -60,6 +60,13 @@ def source_flow(model: SFNet, src_img: Image, trg_img: Image,
     with torch.inference_mode():
         out = model(src, trg)
     model.train(was_training)
+    return out, src_hw, trg_hw
+
+
+def source_flow(model: SFNet, src_img: Image, trg_img: Image,
+                image_size: int | None = None) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+    """(1, h_s, w_s, 2) normalised source->target flow of the model, with the original (H, W) of both images."""
+    out, src_hw, trg_hw = forward_pair(model, src_img, trg_img, image_size)
     return out.flow_s2t, src_hw, trg_hw
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..sfnet.predict import Image, KeypointFn, as_batch
+from ..sfnet.predict import Image, KeypointFn, forward_pair
 from .geometry import composed_points, inverse_composed_points, normalised_to_pixels, pixels_to_normalised
 from .model import WeakAlign
 
@@ -31,14 +31,7 @@ def estimate(model: WeakAlign, src_img: Image, trg_img: Image) -> tuple[torch.Te
 
     Images: (H, W, 3) uint8 arrays or (3, H, W) float tensors in [0, 1].
     """
-    device = next(model.parameters()).device
-    src, _ = as_batch(src_img, None, device)
-    trg, _ = as_batch(trg_img, None, device)
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        out = model(src, trg)
-    model.train(was_training)
+    out, _, _ = forward_pair(model, src_img, trg_img)
     return out.theta_aff, out.theta_tps
 
 
