@@ -26,7 +26,7 @@ def extract_encoder_features(cfg: Mapping, checkpoint: str | Path, out_path: str
     """Features of every image from the checkpoint's encoder, like any backbone; returns the key."""
     import torch
 
-    from .stages import load_dataset
+    from .stage_io import load_dataset
 
     key = checkpoint_key(checkpoint)
     encoder = build_from_checkpoint(checkpoint)

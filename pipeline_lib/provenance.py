@@ -21,5 +21,8 @@ def library_versions() -> dict[str, str]:
 
 
 def provenance(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """A JSON-able record: {config, seed, versions}. No timestamps, so reruns are byte-identical."""
-    return {"config": dict(config), "seed": int(seed), "versions": library_versions()}
+    """A JSON-able record: {config, seed, versions, torch threads}. No timestamps, so reruns are byte-identical."""
+    import torch
+
+    return {"config": dict(config), "seed": int(seed), "versions": library_versions(),
+            "torch_threads": torch.get_num_threads()}

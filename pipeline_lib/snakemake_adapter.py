@@ -7,16 +7,28 @@ import sys
 from typing import Any, Callable
 
 
+def fix_threads(n: int) -> int:
+    """Reproducible numerics: torch uses exactly the rule's ``threads`` (a float reduction's result
+    depends on how it is split over threads, so an unpinned count differs between a laptop, a cluster
+    node and a job sharing its node), and deterministic algorithms where torch has them."""
+    import torch
+
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return n
+
+
 def run_stage(smk: Any, fn: Callable[[dict], None]) -> None:
-    """Attach a log handler to ``smk.log[0]`` (and stderr), then run ``fn(config)``; errors are logged
-    with their message before they stop the job."""
+    """Attach a log handler to ``smk.log[0]`` (and stderr), pin torch's thread count to the rule's
+    ``threads``, then run ``fn(config)``; errors are logged with their message before they stop the job."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if smk.log:
         handlers.append(logging.FileHandler(smk.log[0], mode="w"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger(f"rule.{smk.rule}")
-    log.info("rule %s, wildcards %s", smk.rule, dict(smk.wildcards))
+    log.info("rule %s, wildcards %s, torch threads %d", smk.rule, dict(smk.wildcards), fix_threads(smk.threads))
     try:
         fn(dict(smk.config))
     except Exception as exc:  # log the reason in the rule's log, then fail the job

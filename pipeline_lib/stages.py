@@ -6,73 +6,28 @@ can also be run, tested and debugged without Snakemake.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
-from torch import nn
 
 from . import chain
-from .atomic import write_text
 from .backbones import build_backbone, resolve_device
-from .config import EvalConfig, config_json, section
-from .datasets import DatasetIndex, open_dataset
+from .config import config_json, section
 from .datasets import demo as demo_data
-from .evaluation import evaluate_predictions, oriented, read_predictions, summarise, write_predictions
+from .evaluation import evaluate_predictions, read_predictions, summarise
 from .evaluation.summary import PER_PAIR_COLUMNS, SUMMARY_COLUMNS, read_csv, write_csv, write_summary_tables
 from .features import FeatureStore, extract_features
 from .hpf import stage as hpf_stage
 from .methods import PREDICTORS, predict_pairs
 from .provenance import provenance
-from .training import TrainResult, load_trained, save_weights
+# Re-exported: the stage helpers live in stage_io (the ground floor that imports no paper).
+from .stage_io import (categories, dataset_root, eval_pairs, feature_key, finish_predictions,  # noqa: F401
+                       load_dataset, prediction_inputs, save_trained, write_meta)
 
 log = logging.getLogger(__name__)
-
-
-def dataset_root(cfg: Mapping) -> Path:
-    """Where the dataset lives: generated under results/ for the demo, else ``dataset.root``."""
-    if cfg["dataset"]["kind"] == "demo":
-        return Path(cfg["results_dir"]) / cfg["dataset"]["name"] / "data"
-    return Path(cfg["dataset"]["root"])
-
-
-def feature_key(cfg: Mapping) -> str:
-    """Name of the feature cache of a dataset: shared by every config that reads the same images at
-    the same resolution (e.g. pf-willow and pf-willow-split), so features are never computed twice."""
-    d = cfg["dataset"]
-    if d["kind"] == "demo":
-        return d["name"]
-    ident = json.dumps({"root": str(Path(d["root"]).resolve()), "pairs_csv": d["pairs_csv"],
-                        "on_bad_pair": d["on_bad_pair"]}, sort_keys=True)
-    return f"{d['kind']}-{hashlib.sha1(ident.encode()).hexdigest()[:10]}"
-
-
-def categories(cfg: Mapping) -> list[str]:
-    """Category names, known before any job runs (one manifold job per category)."""
-    d = cfg["dataset"]
-    if d["kind"] == "demo":
-        return sorted(cfg["demo"]["photos"])
-    root = Path(d["root"])
-    sub = {"pf-willow": root, "pf-pascal": root / "Annotations", "spair": root / "JPEGImages"}[d["kind"]]
-    if not sub.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {sub}; set dataset.root to the {d['kind']} release.")
-    return sorted(p.name for p in sub.iterdir() if p.is_dir())
-
-
-def load_dataset(cfg: Mapping) -> DatasetIndex:
-    d = cfg["dataset"]
-    return open_dataset(d["kind"], dataset_root(cfg), name=d["name"], pairs_csv=d["pairs_csv"],
-                        on_bad_pair=d["on_bad_pair"], split_mode=d["split"]["mode"],
-                        train_fraction=d["split"]["train_fraction"], val_fraction=d["split"]["val_fraction"],
-                        seed=cfg["seed"])
-
-
-def write_meta(path: str | Path, cfg: Mapping, **extra) -> None:
-    """The JSON sidecar recorded next to an artifact: config, seed, versions and stage facts."""
-    write_text(path, json.dumps({**provenance(cfg, cfg["seed"]), **extra}, indent=2, sort_keys=True, default=str))
 
 
 def generate_demo(cfg: Mapping, out_dir: str | Path) -> None:
@@ -116,15 +71,6 @@ def open_features(features: str | Path, checkpoint: str | Path | None = None) ->
     return store, {"checkpoint": str(checkpoint), "checkpoint_sha256": chain.store_key(store)}
 
 
-def eval_pairs(cfg: Mapping, index: DatasetIndex):
-    ev = section(EvalConfig, cfg["evaluation"])
-    pairs = [p for p in index.pairs if ev.split == "all" or p.split == ev.split]
-    if not pairs:
-        raise ValueError(f"no pairs in split '{ev.split}' of dataset {index.name}; change evaluation.split or "
-                         f"dataset.split.")
-    return ev, oriented(pairs, ev.direction)
-
-
 def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path, meta_json: str | Path,
             search_json: str | Path | None = None, checkpoint: str | Path | None = None) -> None:
     """Run a feature-based method on the evaluation pairs and write its predictions.
@@ -151,32 +97,6 @@ def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path
     params.update(facts, backbone=store.attrs.get("backbone"))
     preds, ms = predict_pairs(predictor, pairs, store, desc=f"{method}")
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), **params)
-
-
-def finish_predictions(cfg: Mapping, method: str, preds: Mapping, ms_per_pair: float, out_csv: str | Path,
-                       meta_json: str | Path, **params) -> None:
-    """Write any method's predictions (pair_id -> (K, 2) original target pixels) and their sidecar.
-
-    Every method's predict rule ends here, so the evaluation rule is the same for all of them.
-    """
-    write_predictions(out_csv, dict(preds))
-    write_meta(meta_json, cfg, method=method, params=params, ms_per_pair=ms_per_pair, n_pairs=len(preds))
-
-
-def save_trained(cfg: Mapping, method: str, model: nn.Module, result: TrainResult, out_weights: str | Path,
-                 device: torch.device, **facts) -> None:
-    """Final weights, then their sidecar ``train_meta.json`` (config, seed, versions, history)."""
-    save_weights(model, out_weights, {"method": method, method: dict(cfg[method]), **facts})
-    write_meta(Path(out_weights).with_name("train_meta.json"), cfg, method=method,
-               resumed_from_epoch=result.resumed_from, history=result.history, device=str(device), **facts)
-
-
-def prediction_inputs(cfg: Mapping, model: nn.Module, weights: str | Path):
-    """(dataset index, evaluation pairs, device, ``model`` with the trained ``weights``) of a predict stage."""
-    index = load_dataset(cfg)
-    _, pairs = eval_pairs(cfg, index)
-    device = resolve_device(cfg["device"])
-    return index, pairs, device, load_trained(model, weights, device)
 
 
 def evaluate(cfg: Mapping, method: str, backbone: str, predictions: str | Path, predict_meta: str | Path,

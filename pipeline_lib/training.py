@@ -2,7 +2,11 @@
 progress bar, CSV log and loss-curve picture, device from config.
 
 A method supplies its model, a loss function of (model, batch) and a batch iterator per epoch; the
-loop owns optimisation, seeding and persistence. Checkpoints live in ``<out_dir>/checkpoints`` (not a
+loop owns optimisation, seeding and persistence. A loss function may also return ``(loss, metrics)``,
+a dict of per-batch diagnostics (e.g. the share of pixels that pass gradient) that the loop averages per
+epoch into ``train_log.csv`` and draws beside the loss. Every epoch also logs how far the trainable
+parameters moved (``param_change``: relative L2 change over the epoch), so a model that does not learn is
+seen in the log, not only in the results. Checkpoints live in ``<out_dir>/checkpoints`` (not a
 Snakemake output, so they survive a killed job); the final weights are written atomically.
 """
 
@@ -25,7 +29,7 @@ from tqdm import tqdm
 from .atomic import atomic_path, write_text
 
 log = logging.getLogger(__name__)
-LOG_COLUMNS = ("epoch", "loss", "lr", "n_batches", "seconds")
+LOG_COLUMNS = ("epoch", "loss", "lr", "param_change", "n_batches", "seconds")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class TrainConfig:
     batch_size: int = 4
     weight_decay: float = 0.0
     seed: int = 0
+    # (parameter-name prefix, learning rate) pairs: parameters whose name starts with a prefix (first match)
+    # get that rate, e.g. FCSS's sampling shifts; the rest get ``lr``.
+    lr_groups: tuple[tuple[str, float], ...] = ()
 
     def fingerprint(self, extra: dict | None = None) -> str:
         """Checkpoints resume only into a run with the same settings (more epochs may be asked for)."""
@@ -71,21 +78,58 @@ def latest_checkpoint(ckpt_dir: Path, fingerprint: str) -> dict | None:
     return None
 
 
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Adam parameter groups of the trainable parameters: one per ``cfg.lr_groups`` prefix that matches
+    something (first matching prefix wins), then the rest at ``cfg.lr``. A prefix that matches no trainable
+    parameter is an error (a typo would otherwise train everything at the base rate)."""
+    groups: dict[str, list] = {prefix: [] for prefix, _ in cfg.lr_groups}
+    rest = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        prefix = next((pre for pre, _ in cfg.lr_groups if name.startswith(pre)), None)
+        (groups[prefix] if prefix is not None else rest).append(p)
+    empty = [pre for pre, ps in groups.items() if not ps]
+    if empty:
+        raise ValueError(f"lr_groups prefix(es) {empty} match no trainable parameter of {type(model).__name__}; "
+                         f"parameter names start with e.g. {sorted({n.split('.')[0] for n, _ in model.named_parameters()})}")
+    out = [{"params": groups[pre], "lr": lr, "name": pre} for pre, lr in cfg.lr_groups]
+    if rest:
+        out.append({"params": rest, "lr": cfg.lr, "name": "default"})
+    return out
+
+
+def _flat_trainable(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1).float().cpu() for p in model.parameters() if p.requires_grad])
+
+
+def relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
+    """||after - before|| / ||before|| (the plain norm when ``before`` is zero)."""
+    return float((after - before).norm() / before.norm().clamp_min(1e-12))
+
+
+def _split_loss(out) -> tuple[torch.Tensor, dict]:
+    if isinstance(out, tuple):
+        loss, metrics = out
+        return loss, {k: float(v) for k, v in metrics.items()}
+    return out, {}
+
+
 def fit(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor],
         batches: Callable[[int, torch.Generator], Iterable], cfg: TrainConfig, out_dir: str | Path,
         device: torch.device, extra_fingerprint: dict | None = None, desc: str = "train") -> TrainResult:
     """Train ``model`` for ``cfg.epochs`` epochs, resuming from the last checkpoint in ``out_dir``.
 
     ``batches(epoch, generator)`` yields the batches of one epoch (shuffled with ``generator``);
-    ``loss_fn(model, batch)`` returns a scalar loss. Writes ``train_log.csv`` and ``loss_curve.png``.
+    ``loss_fn(model, batch)`` returns a scalar loss, or ``(loss, {name: value})`` with per-batch metrics
+    (averaged per epoch into the log). Writes ``train_log.csv`` and ``loss_curve.png``.
     """
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     fp = cfg.fingerprint(extra_fingerprint)
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     start = 0
@@ -103,9 +147,13 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor],
     for epoch in range(start, cfg.epochs):
         model.train()
         t0, total, n = time.perf_counter(), 0.0, 0
+        sums: dict[str, float] = {}
+        before = _flat_trainable(model)
         for batch in tqdm(batches(epoch, gen), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                           leave=False):
-            loss = loss_fn(model, batch)
+            loss, metrics = _split_loss(loss_fn(model, batch))
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, batch {n + 1}; "
                                          f"lower the learning rate (now {cfg.lr}).")
@@ -116,9 +164,11 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor],
             n += 1
         if n == 0:
             raise ValueError(f"{desc}: epoch {epoch + 1} produced no batch; are there training pairs?")
-        history.append({"epoch": epoch + 1, "loss": total / n, "lr": cfg.lr, "n_batches": n,
-                        "seconds": round(time.perf_counter() - t0, 3)})
-        log.info("%s epoch %d/%d loss %.5f", desc, epoch + 1, cfg.epochs, total / n)
+        change = relative_change(before, _flat_trainable(model))
+        history.append({"epoch": epoch + 1, "loss": total / n, "lr": cfg.lr, "param_change": change, "n_batches": n,
+                        "seconds": round(time.perf_counter() - t0, 3), **{k: v / n for k, v in sums.items()}})
+        log.info("%s epoch %d/%d loss %.5f, parameters moved %.3g (relative)%s", desc, epoch + 1, cfg.epochs,
+                 total / n, change, "".join(f", {k} {v / n:.4g}" for k, v in sums.items()))
         _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
                "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch, "fingerprint": fp},
               ckpt_dir / f"epoch_{epoch:04d}.pt")
@@ -134,9 +184,14 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict) -> None:
     _save({"model": model.state_dict(), "meta": meta}, Path(path))
 
 
+def metric_names(history: list[dict]) -> list[str]:
+    """Per-epoch metrics beyond the fixed LOG_COLUMNS, in first-seen order."""
+    return list(dict.fromkeys(k for h in history for k in h if k not in LOG_COLUMNS))
+
+
 def write_log(path: Path, history: list[dict]) -> None:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS)
+    w = csv.DictWriter(buf, fieldnames=(*LOG_COLUMNS, *metric_names(history)), restval="")
     w.writeheader()
     w.writerows(history)
     write_text(path, buf.getvalue())
@@ -148,11 +203,18 @@ def plot_loss(history: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("mean training loss")
-    ax.set_title(title)
+    extra = metric_names(history) + (["param_change"] if any("param_change" in h for h in history) else [])
+    fig, axes = plt.subplots(1, 1 + len(extra), figsize=(5 + 3.6 * len(extra), 3.2), squeeze=False)
+    epochs = [h["epoch"] for h in history]
+    axes[0, 0].plot(epochs, [h["loss"] for h in history], marker="o")
+    axes[0, 0].set_ylabel("mean training loss")
+    axes[0, 0].set_title(title)
+    for ax, name in zip(axes[0, 1:], extra):
+        ax.plot(epochs, [h.get(name, float("nan")) for h in history], marker="o", color="tab:orange")
+        ax.set_ylabel(name)
+        ax.set_title(f"{title}: {name}")
+    for ax in axes[0]:
+        ax.set_xlabel("epoch")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -62,7 +62,7 @@ def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Pa
     ``features``: a store or its path (any backbone's, or the trained encoder's); ``extra`` is added
     to the record (e.g. the checkpoint key of the store)."""
     from ..evaluation import oriented
-    from ..stages import load_dataset
+    from ..stage_io import load_dataset
 
     hc = hpf_config(cfg)
     ev = section(EvalConfig, cfg["evaluation"])

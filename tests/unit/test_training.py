@@ -83,3 +83,46 @@ def test_diverging_loss_is_a_clear_error(tmp_path):
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         fit(nn.Linear(1, 1), lambda m, b: m(b).sum() * float("nan"), lambda e, g: [torch.ones(1, 1)],
             TrainConfig(epochs=1), tmp_path, torch.device("cpu"))
+
+
+def test_metrics_and_parameter_change_are_logged_per_epoch(tmp_path):
+    x, y = regression_problem()
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+
+    def with_metrics(model, batch):
+        loss = mse(model, batch)
+        return loss, {"double_loss": 2 * loss.detach()}
+
+    res = fit(model, with_metrics, batches_of(x, y), TrainConfig(epochs=3, lr=0.05), tmp_path, torch.device("cpu"))
+    for h in res.history:
+        assert h["double_loss"] == pytest.approx(2 * h["loss"], rel=1e-6)  # averaged like the loss
+        assert h["param_change"] > 0
+    rows = list(csv.DictReader((tmp_path / "train_log.csv").open()))
+    assert "double_loss" in rows[0] and float(rows[0]["param_change"]) > 0
+
+
+def test_a_model_that_cannot_move_logs_zero_parameter_change(tmp_path):
+    x, y = regression_problem()
+    model = nn.Linear(3, 1)
+    res = fit(model, mse, batches_of(x, y), TrainConfig(epochs=2, lr=1e-30), tmp_path, torch.device("cpu"))
+    assert all(h["param_change"] < 1e-12 for h in res.history)
+
+
+def test_lr_groups_give_a_parameter_group_its_own_rate(tmp_path):
+    x, y = regression_problem()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
+    w0 = model[0].weight.detach().clone()
+    b1 = model[1].weight.detach().clone()
+    cfg = TrainConfig(epochs=1, lr=0.05, lr_groups=(("0.", 0.0),))  # first layer frozen by a zero rate
+    fit(model, mse, batches_of(x, y), cfg, tmp_path, torch.device("cpu"))
+    assert torch.equal(model[0].weight, w0)
+    assert not torch.equal(model[1].weight, b1)
+
+
+def test_lr_groups_prefix_matching_nothing_is_an_error(tmp_path):
+    x, y = regression_problem()
+    with pytest.raises(ValueError, match="shifts"):
+        fit(nn.Linear(3, 1), mse, batches_of(x, y), TrainConfig(epochs=1, lr_groups=(("shifts", 1.0),)), tmp_path,
+            torch.device("cpu"))

@@ -1,7 +1,8 @@
 # Path builders and target lists; no science here.
 import json
 
-from pipeline_lib.stages import categories, feature_key
+from pipeline_lib.methods.registry import INIT_SUFFIX, evaluated_methods
+from pipeline_lib.stage_io import categories, feature_key
 
 R = config["results_dir"]
 D = config["dataset"]["name"]
@@ -13,7 +14,13 @@ FEAT = f"{R}/features/{FEAT_ID}"
 
 wildcard_constraints:
     backbone="[A-Za-z0-9_.-]+",
-    method="[A-Za-z0-9_+.-]+",
+    method="[A-Za-z0-9_+.@-]+",
+    suffix=f"({INIT_SUFFIX})?",  # a trained method's row: "" = trained weights, "@init" = its initial weights
+
+
+def trained_weights(method):
+    """Input function of a trained method's predict rule: model.pt, or init.pt for the ``@init`` row."""
+    return lambda w: f"{DATA}/{w.backbone}/{method}/{'init' if w.suffix else 'model'}.pt"
 
 
 def cfg_params(*keys, dataset_keys=None, drop=None):
