@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .training import CheckpointError, load_checkpoint
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite was trained on (pixel - 127) / 128 inputs (TF-Lite convention); measured on
@@ -237,9 +239,9 @@ def build_from_checkpoint(path: str | os.PathLike) -> Backbone:
     if not path.is_file():
         raise BackboneError(f"checkpoint not found: {path}; run the rule that trains it first (train_siamese).")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated or foreign file
-        raise BackboneError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+        ckpt = load_checkpoint(path)
+    except CheckpointError as exc:  # truncated or foreign file
+        raise BackboneError(str(exc)) from exc
     base = ckpt.get("meta", {}).get("backbone") if isinstance(ckpt, dict) else None
     state = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(base, str) or not isinstance(state, dict):

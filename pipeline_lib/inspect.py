@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from .training import load_checkpoint
+
 MAX_ATTR_CHARS = 600
 
 
@@ -42,9 +44,7 @@ def describe(path: str | Path, max_groups: int = 5) -> str:
 def describe_checkpoint(path: Path, max_tensors: int = 12) -> str:
     """A torch checkpoint (final weights or a training checkpoint): metadata, epoch, loss history,
     and the shapes of the first ``max_tensors`` weights."""
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path)
     weights = state.get("model", {})
     n_params = sum(int(t.numel()) for t in weights.values() if hasattr(t, "numel"))
     out = [f"{path}: torch checkpoint, {len(weights)} tensors, {n_params:,} values"]

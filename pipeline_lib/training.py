@@ -64,12 +64,34 @@ def _save(obj, path: Path) -> None:
         tmp.write_bytes(buf.getvalue())
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read safely; the message names the file and the fix."""
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by this library (tensors and plain metadata only) with
+    ``torch.load(weights_only=True)``: a file that embeds code is refused, never executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}; run the rule that writes it (snakemake <that file>).")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign, or carrying pickled objects other than tensors/plain data
+        raise CheckpointError(f"cannot read checkpoint {path} as tensors and plain metadata "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); it is truncated or was not "
+                              f"written by pipeline_lib. Delete it and rerun the rule that makes it.") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a pipeline_lib checkpoint dict; delete it "
+                              f"and rerun the rule that makes it.")
+    return state
+
+
 def latest_checkpoint(ckpt_dir: Path, fingerprint: str) -> dict | None:
     """The newest readable checkpoint of this run, or None (a corrupt file is skipped, never trusted)."""
     for path in sorted(ckpt_dir.glob("epoch_*.pt"), reverse=True):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - a torn file from a kill is ignored, with a warning
+            state = load_checkpoint(path)
+        except CheckpointError as exc:  # a torn file from a kill is ignored, with a warning
             log.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
             continue
         if state.get("fingerprint") == fingerprint:
@@ -229,6 +251,9 @@ def resumable_settings(section: Mapping) -> dict:
 
 def load_trained(model: nn.Module, weights: str | Path, device: torch.device) -> nn.Module:
     """Load the state written by :func:`pipeline_lib.training.save_weights` into ``model`` (eval mode)."""
-    state = torch.load(weights, map_location="cpu", weights_only=False)
+    state = load_checkpoint(weights)
+    if "model" not in state:
+        raise CheckpointError(f"{weights} has no 'model' weights (keys: {sorted(state)}); it is not a final-weights file "
+                              f"of pipeline_lib.training.save_weights.")
     model.load_state_dict(state["model"])
     return model.to(device).eval()

@@ -75,10 +75,26 @@ def image_size(path: Path) -> tuple[int, int]:
     return h, w
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow's modes of 16-bit greyscale PNG/TIFF
+UINT16_TO_UINT8 = 257.0  # 65535 / 255
+
+
 def load_rgb(path: Path) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB, with a clear error naming the file."""
+    """Read an image as (H, W, 3) uint8 RGB, with a clear error naming the file.
+
+    16-bit greyscale is rescaled to 8 bits (Pillow's ``convert("RGB")`` would clip it to almost white)."""
     image_size(path)
     with Image.open(path) as im:
+        if im.mode in SIXTEEN_BIT_MODES:
+            grey = np.asarray(im, dtype=np.int64)
+            if grey.min() < 0 or grey.max() > 65535:
+                raise DatasetError(f"{path}: {im.mode} image with values in [{grey.min()}, {grey.max()}], outside "
+                                   f"16-bit range; save it as 8- or 16-bit RGB/greyscale.")
+            grey8 = np.round(grey / UINT16_TO_UINT8).astype(np.uint8)
+            return np.repeat(grey8[..., None], 3, axis=2)
+        if im.mode == "F":
+            raise DatasetError(f"{path}: floating-point image (mode F) has no defined intensity range; save it as "
+                               f"an 8- or 16-bit image.")
         return np.asarray(im.convert("RGB"))
 
 

@@ -137,3 +137,18 @@ def test_spair_layout(tmp_path):
 def test_unknown_kind():
     with pytest.raises(DatasetError, match="unknown dataset kind 'caltech'"):
         open_dataset("caltech", ".")
+
+
+def test_16_bit_greyscale_png_keeps_its_contrast(tmp_path):
+    """A 16-bit PNG must not load as almost white (Pillow's convert('RGB') clips mode I;16)."""
+    from PIL import Image
+
+    from pipeline_lib.datasets import load_rgb
+
+    ramp = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(path)
+    rgb = load_rgb(path)
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[..., 0], rgb[..., 2])
+    assert abs(int(rgb[..., 0].mean()) - 127) <= 2 and rgb.min() == 0 and rgb.max() == 255

@@ -126,3 +126,34 @@ def test_lr_groups_prefix_matching_nothing_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="shifts"):
         fit(nn.Linear(3, 1), mse, batches_of(x, y), TrainConfig(epochs=1, lr_groups=(("shifts", 1.0),)), tmp_path,
             torch.device("cpu"))
+
+
+class _Payload:
+    """Unpickling this runs code: the classic malicious-checkpoint shape."""
+
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_checkpoints_are_read_without_executing_embedded_code(tmp_path):
+    from pipeline_lib.training import CheckpointError, load_checkpoint
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"model": {}, "meta": _Payload()}, bad)
+    with pytest.raises(CheckpointError, match="evil.pt") as err:
+        load_checkpoint(bad)
+    assert "weights_only=False" not in str(err.value)  # never suggests the unsafe way out
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_our_own_checkpoints_load_safely(tmp_path):
+    from pipeline_lib.training import load_checkpoint, save_weights
+
+    x, y = regression_problem()
+    model = nn.Linear(3, 1)
+    fit(model, mse, batches_of(x, y), TrainConfig(epochs=1, lr_groups=(("weight", 0.01),)), tmp_path,
+        torch.device("cpu"))
+    save_weights(model, tmp_path / "model.pt", {"backbone": "x", "train": {"sizes": (1, 2)}, "n": None})
+    assert load_checkpoint(tmp_path / "model.pt")["meta"]["train"]["sizes"] == (1, 2)
+    assert load_checkpoint(next((tmp_path / "checkpoints").glob("*.pt")))["epoch"] == 0
