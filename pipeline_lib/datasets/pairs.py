@@ -13,8 +13,11 @@ from .base import DatasetError, DatasetIndex, ImageRecord, Pair, check_keypoints
 def collect_pairs(index: DatasetIndex, candidates: Iterable[tuple[str, Callable[[], Pair]]], on_bad_pair: str) -> None:
     """Build each ``(where, make_pair)`` candidate (``where`` locates it: file and row, or pair id), validate it against its images and append it to ``index``.
 
-    ``on_bad_pair='error'`` re-raises the first DatasetError; ``'skip'`` records (pair, reason).
+    ``on_bad_pair='error'`` re-raises the first DatasetError; ``'skip'`` records (pair, reason). A pair
+    listed twice (predictions are keyed by pair id, so the second row would be scored with the first
+    row's prediction), a self-pair and a pair across two categories are bad pairs too.
     """
+    seen: dict[str, str] = {}
     for where, make in candidates:
         try:
             pair = make()
@@ -22,6 +25,15 @@ def collect_pairs(index: DatasetIndex, candidates: Iterable[tuple[str, Callable[
                 if key not in index.images:
                     raise DatasetError(f"{where}: unknown image '{key}' (not found in the dataset root); "
                                        f"fix the pair list or restore the image.")
+            if pair.src == pair.trg:
+                raise DatasetError(f"{where}: source and target are the same image '{pair.src}'; remove the row.")
+            cats = (index.images[pair.src].category, index.images[pair.trg].category)
+            if cats[0] != cats[1]:
+                raise DatasetError(f"{where}: pair {pair.pair_id} joins categories '{cats[0]}' and '{cats[1]}'; "
+                                   f"semantic correspondence pairs two images of one category. Fix the row.")
+            if pair.pair_id in seen:
+                raise DatasetError(f"{where}: pair {pair.pair_id} is listed twice (first at {seen[pair.pair_id]}); "
+                                   f"remove the duplicate row.")
             s, t = index.images[pair.src], index.images[pair.trg]
             check_keypoints(pair.src_kps, pair.trg_kps, pair.valid, (s.height, s.width), (t.height, t.width),
                             where=where if where == pair.pair_id else f"{where} (pair {pair.pair_id})")
@@ -30,6 +42,7 @@ def collect_pairs(index: DatasetIndex, candidates: Iterable[tuple[str, Callable[
                 raise DatasetError(f"{exc} (or set dataset.on_bad_pair: skip to skip bad pairs)") from exc
             index.skipped.append((where, str(exc)))
             continue
+        seen[pair.pair_id] = where
         index.pairs.append(pair)
 
 

@@ -85,6 +85,17 @@ def _pair(pair_id: str, a: str, b: str, images, src_kps: np.ndarray, trg_kps: np
                 trg_box=keypoint_box(trg_kps, valid) if finite else None)
 
 
+def check_category(value: str | None, image_key: str, images, where: str) -> None:
+    """The CSV's ``category`` names the class folder of its images (a numeric class id, as some releases
+    write it, is accepted unchecked)."""
+    value = (value or "").strip()
+    if not value or value.lstrip("-").isdigit() or image_key not in images:
+        return
+    if value != images[image_key].category:
+        raise DatasetError(f"{where}: category column says '{value}' but image '{image_key}' is in class folder "
+                           f"'{images[image_key].category}'; fix the row's category or its image paths.")
+
+
 def _csv_candidates(csv_path: Path, root: Path, images):
     with csv_path.open(newline="") as f:
         reader = csv.DictReader(f)
@@ -98,6 +109,7 @@ def _csv_candidates(csv_path: Path, root: Path, images):
                 try:
                     a = str(Path(row["source_image"]).with_suffix("")).replace("\\", "/")
                     b = str(Path(row["target_image"]).with_suffix("")).replace("\\", "/")
+                    check_category(row.get("category"), a, images, where)
                     n = sum(1 for k in row if k.startswith("XA"))
                     m = sum(1 for k in row if k.startswith("XB"))
                     if n != m:

@@ -152,3 +152,43 @@ def test_16_bit_greyscale_png_keeps_its_contrast(tmp_path):
     assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
     assert np.array_equal(rgb[..., 0], rgb[..., 2])
     assert abs(int(rgb[..., 0].mean()) - 127) <= 2 and rgb.min() == 0 and rgb.max() == 255
+
+
+def _rewrite_rows(csv_path, edit):
+    rows = list(csv.reader(csv_path.open()))
+    rows = [rows[0]] + edit(rows[1:])
+    with csv_path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+def test_a_pair_listed_twice_is_refused_naming_both_rows(tmp_path):
+    root = make_willow(tmp_path)
+    _rewrite_rows(root / "test_pairs.csv", lambda rows: rows + [rows[0]])
+    with pytest.raises(DatasetError, match=r"listed twice \(first at .*row 2\)"):
+        open_dataset("pf-willow", root)
+    ds = open_dataset("pf-willow", root, on_bad_pair="skip")
+    assert len(ds.pairs) == 12 and len(ds.skipped) == 1
+
+
+def test_a_self_pair_is_refused(tmp_path):
+    root = make_willow(tmp_path)
+    _rewrite_rows(root / "test_pairs.csv", lambda rows: [[rows[0][0], rows[0][0], *rows[0][2:]]] + rows[1:])
+    with pytest.raises(DatasetError, match="same image"):
+        open_dataset("pf-willow", root)
+
+
+def test_the_category_column_must_name_the_images_class(tmp_path):
+    root = make_willow(tmp_path)
+    _rewrite_rows(root / "test_pairs.csv", lambda rows: [[rows[0][0], rows[0][1], "duck(S)", *rows[0][3:]]] + rows[1:])
+    with pytest.raises(DatasetError, match="category column says 'duck"):
+        open_dataset("pf-willow", root)
+    _rewrite_rows(root / "test_pairs.csv", lambda rows: [[rows[0][0], rows[0][1], "3", *rows[0][3:]]] + rows[1:])
+    assert len(open_dataset("pf-willow", root).pairs) == 12  # a numeric class id is accepted
+
+
+def test_a_pair_across_two_categories_is_refused(tmp_path):
+    root = make_willow(tmp_path)
+    _rewrite_rows(root / "test_pairs.csv",
+                  lambda rows: [[rows[0][0], "duck(S)/img1.png", "", *rows[0][3:]]] + rows[1:])
+    with pytest.raises(DatasetError, match="joins categories"):
+        open_dataset("pf-willow", root)
