@@ -75,6 +75,12 @@ def image_size(path: Path) -> tuple[int, int]:
     return h, w
 
 
+def category_dirs(root: Path) -> list[Path]:
+    """Sub-folders of ``root`` that are categories: hidden folders (``.ipynb_checkpoints``) and archive
+    debris (``__MACOSX``) are not."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+
+
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow's modes of 16-bit greyscale PNG/TIFF
 UINT16_TO_UINT8 = 257.0  # 65535 / 255
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from .base import DatasetError, DatasetIndex, ImageRecord, Pair, image_size, keypoint_box
+from .base import DatasetError, DatasetIndex, ImageRecord, Pair, category_dirs, image_size, keypoint_box
 from .pairs import all_ordered_pairs, collect_pairs
 
 MATLAB_TO_ZERO_BASED = 1.0  # MATLAB pixel (1, 1) is our pixel (0, 0)
@@ -41,7 +41,7 @@ def load(root: str | Path, name: str = "pf-willow", pairs_csv: str = "", on_bad_
     if not root.is_dir():
         raise DatasetError(f"PF-WILLOW root not found: {root}. Set dataset.root to the folder holding the class folders.")
     images: dict[str, ImageRecord] = {}
-    for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    for cls_dir in category_dirs(root):
         pngs = sorted(cls_dir.glob("*.png"))
         if not pngs:
             raise DatasetError(f"empty category: {cls_dir} holds no .png images; remove the folder or add images.")

@@ -192,3 +192,11 @@ def test_a_pair_across_two_categories_is_refused(tmp_path):
                   lambda rows: [[rows[0][0], "duck(S)/img1.png", "", *rows[0][3:]]] + rows[1:])
     with pytest.raises(DatasetError, match="joins categories"):
         open_dataset("pf-willow", root)
+
+
+def test_hidden_and_archive_folders_are_not_categories(tmp_path):
+    root = make_willow(tmp_path)
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / "__MACOSX").mkdir()
+    ds = open_dataset("pf-willow", root)
+    assert ds.categories() == ["car(G)", "duck(S)"]

@@ -157,3 +157,36 @@ def test_our_own_checkpoints_load_safely(tmp_path):
     save_weights(model, tmp_path / "model.pt", {"backbone": "x", "train": {"sizes": (1, 2)}, "n": None})
     assert load_checkpoint(tmp_path / "model.pt")["meta"]["train"]["sizes"] == (1, 2)
     assert load_checkpoint(next((tmp_path / "checkpoints").glob("*.pt")))["epoch"] == 0
+
+
+def test_training_twice_gives_bit_identical_weights_and_outputs(tmp_path):
+    """Same seed, same settings, threads pinned as the workflow pins them: the same bits, not just close."""
+    from pipeline_lib.snakemake_adapter import fix_threads
+
+    before = torch.get_num_threads()
+    fix_threads(2)
+    try:
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.rand(24, 3, 16, 16, generator=g), torch.rand(24, 1, generator=g)
+
+        def batches(epoch, gen):
+            order = torch.randperm(len(x), generator=gen)
+            for i in range(0, len(x), 6):
+                yield x[order[i:i + 6]], y[order[i:i + 6]]
+
+        def net():
+            torch.manual_seed(5)
+            return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(8, 1))
+
+        runs = []
+        for name in ("a", "b"):
+            model = net()
+            fit(model, mse, batches, TrainConfig(epochs=2, lr=0.01, seed=3), tmp_path / name, torch.device("cpu"))
+            with torch.no_grad():
+                runs.append((model.state_dict(), model.eval()(x)))
+        (wa, pa), (wb, pb) = runs
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert torch.equal(pa, pb)
+    finally:
+        torch.set_num_threads(before)
