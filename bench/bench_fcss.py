@@ -17,13 +17,21 @@ memory of one call (CUDA: ``max_memory_allocated`` growth; CPU: peak-RSS growth,
 ``bench_matching.py``, approximate). On a shared CPU trust the CPU-time columns over wall time.
 Random-initialised weights are used when the pretrained ones are not installed (timing only).
 
+Layer choice (``--layers-config``): untrained FCSS (seeded random sampling patterns, ImageNet
+backbone; the ``fcss@init`` model) with CSS layers on candidate backbone layers across the strides,
+scored by PCK on the config's *validation* pairs (never the test pairs), beside NN on the same
+backbone. The initial shift std keeps the paper's pixel extent (VGG conv3-4: 5 cells x stride 4 =
+20 px) at every stride: std = 20 px / stride cells.
+
 Usage:
     python bench/bench_fcss.py --device auto --sizes 128 256 --repeats 10 --steps 3 --threads 1
+    python bench/bench_fcss.py --layers-config config/pf-willow-split.yaml --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import time
 from dataclasses import dataclass
@@ -158,8 +166,66 @@ def markdown(rows: list[Row]) -> str:
     return markdown_table(rows, cols)
 
 
+# Candidate CSS layer sets of efficientnet_lite0 (strides 4, 8, 16, 16): single levels and three-level stacks.
+LAYER_CANDIDATES = (("block00", "block01", "block02"), ("block02",), ("block04",), ("block06",), ("block10",),
+                    ("block02", "block04", "block06"), ("block04", "block06", "block10"))
+PAPER_SHIFT_EXTENT_PX = 20.0  # Kim et al.'s release: std 5 cells on conv3-4 (stride 4)
+
+
+def measure_layers(config: Path, candidates, split: str = "val") -> list[dict]:
+    """PCK@0.05/0.1/0.15 of NN on the backbone's default layer, then of untrained FCSS per candidate layer
+    set, on ``split`` pairs of ``config``."""
+    from pipeline_lib.config import load_config
+    from pipeline_lib.evaluation import evaluate_predictions, summarise
+    from pipeline_lib.config import EvalConfig, section
+    from pipeline_lib.fcss import predict_pairs
+    from pipeline_lib.fcss.model import measure_strides
+    from pipeline_lib.stage_io import eval_pairs, load_dataset
+
+    cfg = load_config(config, {"evaluation": {**load_config(config)["evaluation"], "split": split}})
+    index = load_dataset(cfg)
+    _, pairs = eval_pairs(cfg, index)
+    backbone = build_backbone("efficientnet_lite0", pretrained=True).eval()
+    strides = measure_strides(backbone)
+    side = int(cfg["image"]["longer_side"])
+    ev = section(EvalConfig, cfg["evaluation"])
+    rows = []
+
+    class Plain(torch.nn.Module):  # NN on the backbone's default layer, through the same transfer code
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, images):
+            return backbone(images, upto=backbone.default_layer)[backbone.default_layer]
+
+    preds, ms = predict_pairs(Plain().eval(), pairs, index.images, side, desc="nn")
+    summ = summarise(evaluate_predictions("nn", pairs, index.images, preds, ev))
+    pck = {float(r["alpha"]): float(r["pck_per_pair"]) for r in summ if r["category"] == "all"}
+    rows.append({"layers": f"nn ({backbone.default_layer})", "strides": f"{strides[backbone.default_layer]:g}",
+                 "shift_std_cells": "", "split": split, "n_pairs": len(pairs),
+                 **{f"pck@{a:g}": round(v, 1) for a, v in sorted(pck.items())}, "ms_per_pair": round(ms, 1),
+                 "seconds": 0.0})
+    print(rows[-1], flush=True)
+    for layers in candidates:
+        stds = tuple(PAPER_SHIFT_EXTENT_PX / strides[n] for n in layers)
+        model = build_fcss(FCSSConfig(layers=layers, init_shift_std_cells=stds, seed=cfg["seed"]), backbone).eval()
+        t0 = time.perf_counter()
+        preds, ms = predict_pairs(model, pairs, index.images, side, desc="+".join(layers))
+        summ = summarise(evaluate_predictions("fcss@init", pairs, index.images, preds, ev))
+        pck = {float(r["alpha"]): float(r["pck_per_pair"]) for r in summ if r["category"] == "all"}
+        rows.append({"layers": "+".join(layers), "strides": "/".join(f"{strides[n]:g}" for n in layers),
+                     "shift_std_cells": "/".join(f"{x:.2f}" for x in stds), "split": split, "n_pairs": len(pairs),
+                     **{f"pck@{a:g}": round(v, 1) for a, v in sorted(pck.items())}, "ms_per_pair": round(ms, 1),
+                     "seconds": round(time.perf_counter() - t0, 1)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers-config", type=Path, default=None,
+                        help="measure the candidate CSS layer sets on this config's validation pairs instead")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--sizes", nargs="+", type=int, default=[128, 256], help="square image sides (px)")
@@ -174,6 +240,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.layers_config is not None:
+        rows = measure_layers(args.layers_config, LAYER_CANDIDATES)
+        print(markdown_table(rows, list(rows[0])))
+        out = args.out.with_name("fcss_layers.csv") if args.out.name == "fcss.csv" else args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {out}")
+        return
     try:
         device = resolve_device(args.device)
     except BackboneError as err:

@@ -20,6 +20,15 @@ The 1-minute load average is recorded: on a shared machine, wall-clock times sca
 Usage:
     python bench/bench_siamese.py --device auto --sizes 128 256 --batch-size 4 --steps 5 [--threads 1]
         [--fusion stack|correlation]
+
+Learning mode (``--learning``): does the network learn? Trains it on the demo exactly as the train_siamese
+stage does (``pipeline_lib.siamese.stage.train`` with config/config.yaml's ``siamese`` block plus ``--set``
+overrides; the demo data, index and pseudo flow stores read from ``--results-dir``, normally the results of
+``make run``), then scores the demo's test pairs with the trained weights, the initial (seeded, untrained)
+weights and zero flow (keypoints kept in place). Prints PCK@0.05/0.1/0.15 of the three and the per-epoch
+log (loss, share of supervised pixels under T, end-point error, parameter change) and CPU seconds:
+    python bench/bench_siamese.py --learning --threads 2 --set fusion=stack flow_source=exact epochs=20
+        max_train_pairs=0 freeze_backbone=true
 """
 
 from __future__ import annotations
@@ -113,7 +122,7 @@ def dense_nn(backbone, layer: str, src: torch.Tensor, trg: torch.Tensor) -> torc
 def bench_size(size: int, args, device: torch.device, gen: torch.Generator) -> Row:
     backbone = build_backbone(args.backbone, pretrained=args.pretrained)
     infos = describe_layers(backbone, probe_size=STRIDE_PROBE_PX)
-    model = SiameseFlowNet(backbone, layer_infos=infos, fusion=args.fusion).to(device)
+    model = SiameseFlowNet(backbone, layer_infos=infos, fusion=args.fusion, skip_target=args.skip_target).to(device)
     b = args.batch_size
     src = torch.rand(b, 3, size, size, generator=gen).to(device)
     trg = torch.rand(b, 3, size, size, generator=gen).to(device)
@@ -163,6 +172,75 @@ def markdown(rows: list[Row]) -> str:
     return markdown_table(rows, cols)
 
 
+def learning(args) -> None:
+    """``--learning``: train on the demo with the stage, then PCK of trained vs initial weights vs zero flow."""
+    import json
+    import tempfile
+
+    import numpy as np
+    import yaml
+
+    from pipeline_lib.config import load_config
+    from pipeline_lib.evaluation.summary import evaluate_predictions, summarise
+    from pipeline_lib.siamese import stage
+    from pipeline_lib.siamese.predict import predict_pairs
+    from pipeline_lib.stages import eval_pairs, load_dataset
+
+    repo = Path(__file__).resolve().parent.parent
+    base = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    sc = dict(base["siamese"])
+    for kv in args.set:
+        if "=" not in kv:
+            raise SystemExit(f"--set expects key=value (a siamese config key), got '{kv}'")
+        key, value = kv.split("=", 1)
+        sc[key] = yaml.safe_load(value)
+    cfg = load_config(repo / "config" / "config.yaml", {"results_dir": str(args.results_dir), "siamese": sc,
+                                                         "device": args.device})
+    backbone = cfg["backbones"][0]
+    stores = sorted((args.results_dir / cfg["dataset"]["name"] / backbone / "pseudo_flow").glob("*/pseudo_flow.zarr"))
+    if not stores:
+        raise SystemExit(f"no pseudo flow stores under {args.results_dir}; run `make run` first (or pass --results-dir)")
+    index = load_dataset(cfg)
+    ev, pairs = eval_pairs(cfg, index)
+
+    def pck(method: str, preds) -> dict:
+        rows = summarise(evaluate_predictions(method, pairs, index.images, preds, ev))
+        return {f"pck@{r['alpha']}": r["pck_per_pair"] for r in rows if r["category"] == "all"}
+
+    with tempfile.TemporaryDirectory(prefix="bench_siamese_") as tmp:
+        out = Path(tmp)
+        t0, c0 = time.perf_counter(), time.process_time()
+        stage.train(cfg, backbone, stores, out / "model.pt", out_init=out / "init.pt")
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        result = {"siamese": {k: cfg["siamese"][k] for k in sc}, "train_wall_s": round(wall, 1),
+                  "train_cpu_s": round(cpu, 1), "threads": torch.get_num_threads(),
+                  "load_avg_1min": round(os.getloadavg()[0], 2)}
+        for tag in ("init", "model"):
+            model = stage.load_model(cfg, backbone, out / f"{tag}.pt", resolve_device(cfg["device"]))
+            with torch.inference_mode():
+                preds, _ = predict_pairs(model, pairs, index.images, cfg["siamese"]["input_size"], progress=False)
+            result["trained" if tag == "model" else "init"] = pck(tag, preds)
+        zero = {}
+        for p in pairs:  # zero flow: source keypoints kept in place, rescaled to the target image's size
+            s, t = index.images[p.src], index.images[p.trg]
+            kps = np.asarray(p.src_kps, float) * np.array([t.width / s.width, t.height / s.height])
+            zero[p.pair_id] = np.where(p.valid[:, None], kps, np.nan)
+        result["zero_flow"] = pck("zero", zero)
+        result["history"] = json.loads((out / "train_meta.json").read_text())["history"]
+    for name in ("trained", "init", "zero_flow"):
+        print(f"{name:10s} " + "  ".join(f"{k} {v:5.1f}" for k, v in result[name].items()))
+    cols = [c for c in ("epoch", "loss", "under_T", "epe_px", "param_change", "seconds") if c in result["history"][0]]
+    print("\n" + " ".join(f"{c:>12s}" for c in cols))
+    for h in result["history"]:
+        print(" ".join(f"{h[c]:12.4g}" for c in cols))
+    print(f"\ntrain: {result['train_wall_s']} s wall, {result['train_cpu_s']} s CPU, {result['threads']} threads, "
+          f"load {result['load_avg_1min']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as f:
+        f.write(json.dumps(result) + "\n")
+    print(f"appended to {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -170,6 +248,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pretrained", action="store_true", help="load ImageNet weights (timing is the same)")
     parser.add_argument("--fusion", choices=["stack", "correlation"], default="stack",
                         help="siamese.fusion: stack (Gaur et al.) or correlation (+ soft-argmax matching)")
+    parser.add_argument("--skip-target", action=argparse.BooleanOptionalAction, default=True,
+                        help="siamese.skip_target: the target's encoder maps at every decoder skip too")
+    parser.add_argument("--learning", action="store_true",
+                        help="train on the demo and compare trained / initial weights / zero flow (module docstring)")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"),
+                        help="--learning: where the demo's data, index and pseudo flow are (read only)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="--learning: siamese config overrides (YAML values)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[128, 256], help="square input sides in px")
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per training step")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per size")
@@ -178,12 +264,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (0: torch's default); 1 is faster on an oversubscribed CPU")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/siamese.csv"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default bench/results/siamese.csv (timing) or bench/results/siamese_learning.jsonl")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path("bench/results/siamese_learning.jsonl" if args.learning else "bench/results/siamese.csv")
 
     device = resolve_device(args.device)  # 'auto' = CUDA when present; clear error for missing CUDA
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.learning:
+        learning(args)
+        return
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     rows = [bench_size(s, args, device, gen) for s in args.sizes]

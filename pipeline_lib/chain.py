@@ -14,6 +14,7 @@ from typing import Mapping
 from .backbones import build_from_checkpoint, checkpoint_key, resolve_device
 from .features import FeatureStore, extract_features
 from .provenance import provenance
+from .stage_io import load_dataset
 
 CHAIN_METHOD = "gaur_hpf"  # RHM on beam-searched hyperpixels of the Siamese-trained encoder
 
@@ -25,8 +26,6 @@ class StaleFeaturesError(ValueError):
 def extract_encoder_features(cfg: Mapping, checkpoint: str | Path, out_path: str | Path) -> str:
     """Features of every image from the checkpoint's encoder, like any backbone; returns the key."""
     import torch
-
-    from .stage_io import load_dataset
 
     key = checkpoint_key(checkpoint)
     encoder = build_from_checkpoint(checkpoint)

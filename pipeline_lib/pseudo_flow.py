@@ -127,6 +127,87 @@ def pseudo_flow(src_emb, trg_emb, src_hw: tuple[int, int], trg_hw: tuple[int, in
     return flow, mask.reshape(h, w)
 
 
+def _label_vectors(src_labels, trg_labels, src_hw_cells, trg_hw_cells, device) -> tuple[torch.Tensor, torch.Tensor]:
+    sl, tl = _as_tensor(src_labels).to(device), _as_tensor(trg_labels).to(device)
+    if tuple(sl.shape) != tuple(src_hw_cells) or tuple(tl.shape) != tuple(trg_hw_cells):
+        raise ValueError(f"labels must be (h, w)={tuple(src_hw_cells)} and (h2, w2)={tuple(trg_hw_cells)}, got "
+                         f"{tuple(sl.shape)} and {tuple(tl.shape)}")
+    if sl.is_floating_point() or tl.is_floating_point():
+        raise ValueError(f"labels must be integer maps, got {sl.dtype} and {tl.dtype}")
+    return sl.reshape(-1).long(), tl.reshape(-1).long()
+
+
+def same_label_flow(src_feat, trg_feat, src_hw: tuple[int, int], trg_hw: tuple[int, int], src_labels, trg_labels,
+                    metric: str = "euclidean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest-neighbour flow restricted to target cells of the source cell's SOP label.
+
+    A reference for the pseudo flow (``raw_same_label`` in the quality table): how well the raw
+    features place a point *inside* its part once the manifold's labels have found the part.
+    Source cells whose label no target cell carries fall back to the unrestricted nearest
+    neighbour and are False in the mask (mask = the label exists in the target).
+
+    Shapes as in :func:`pseudo_flow`; labels (h, w) and (h2, w2) integer.
+    """
+    src_feat, trg_feat = _as_tensor(src_feat), _as_tensor(trg_feat)
+    if src_feat.ndim != 3 or trg_feat.ndim != 3 or src_feat.shape[2] != trg_feat.shape[2]:
+        raise ValueError(f"same_label_flow: expected (h, w, d) and (h2, w2, d), got {tuple(src_feat.shape)} and "
+                         f"{tuple(trg_feat.shape)}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got '{metric}'")
+    dtype = src_feat.dtype if src_feat.is_floating_point() else torch.float32
+    src_feat, trg_feat = src_feat.to(dtype), trg_feat.to(device=src_feat.device, dtype=dtype)
+    (h, w, d), (h2, w2, _) = src_feat.shape, trg_feat.shape
+    device = src_feat.device
+    sl, tl = _label_vectors(src_labels, trg_labels, (h, w), (h2, w2), device)
+    a, b = src_feat.reshape(h * w, d), trg_feat.reshape(h2 * w2, d)
+    if metric == "cosine":
+        cost = -(F.normalize(a, dim=1) @ F.normalize(b, dim=1).T)
+    else:
+        cost = torch.cdist(a[None], b[None])[0]
+    same = sl[:, None] == tl[None, :]
+    present = same.any(1)
+    # restricted where the label exists in the target, unrestricted otherwise
+    cost = torch.where(same | ~present[:, None], cost, torch.full_like(cost, float("inf")))
+    s2t = cost.argmin(1)
+    src_xy = cell_centres(h, w, src_hw, device=device, dtype=dtype)
+    trg_xy = cell_centres(h2, w2, trg_hw, device=device, dtype=dtype)
+    return (trg_xy[s2t] - src_xy).reshape(h, w, 2), present.reshape(h, w)
+
+
+def part_chance_flow(src_labels, trg_labels, src_hw: tuple[int, int], trg_hw: tuple[int, int],
+                     generator: torch.Generator, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Part-level chance: every source cell goes to a uniformly random target cell of its SOP label.
+
+    The reference a pseudo flow must beat to know more than the part a point is in (``part_chance``
+    in the quality table). Source cells whose label no target cell carries go to a uniformly random
+    target cell (any label) and are False in the mask. ``generator`` seeds the draw.
+
+    src_labels (h, w), trg_labels (h2, w2) integer -> flow (h, w, 2) (target cell centre in target
+    pixels minus source cell centre in source pixels) and mask (h, w).
+    """
+    sl_map, tl_map = _as_tensor(src_labels), _as_tensor(trg_labels)
+    if sl_map.ndim != 2 or tl_map.ndim != 2:
+        raise ValueError(f"part_chance_flow: labels must be (h, w) and (h2, w2), got {tuple(sl_map.shape)} and "
+                         f"{tuple(tl_map.shape)}")
+    (h, w), (h2, w2) = sl_map.shape, tl_map.shape
+    sl, tl = _label_vectors(sl_map, tl_map, (h, w), (h2, w2), "cpu")
+    u = torch.rand(h * w, generator=generator, dtype=torch.float64)
+    s2t = torch.empty(h * w, dtype=torch.long)
+    present = torch.zeros(h * w, dtype=torch.bool)
+    for lab in torch.unique(sl).tolist():
+        rows = torch.nonzero(sl == lab).flatten()
+        cells = torch.nonzero(tl == lab).flatten()
+        if cells.numel():
+            present[rows] = True
+        else:
+            cells = torch.arange(h2 * w2)
+        pick = (u[rows] * cells.numel()).long().clamp_max(cells.numel() - 1)
+        s2t[rows] = cells[pick]
+    src_xy = cell_centres(h, w, src_hw, dtype=dtype)
+    trg_xy = cell_centres(h2, w2, trg_hw, dtype=dtype)
+    return (trg_xy[s2t] - src_xy).reshape(h, w, 2), present.reshape(h, w)
+
+
 def masked_bilinear(values: torch.Tensor, mask: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample a (h, w, C) field at normalised ``grid`` points, averaging confident cells only.
 
@@ -234,5 +315,5 @@ def flow_quality(pred_flow, pred_mask, true_flow, true_valid, alpha_px_list: Seq
     return out
 
 
-__all__ = ["pseudo_flow", "nearest_neighbours", "matching_features", "l2_normalise_cells", "FEATURE_SOURCES", "upsample_flow", "rescale_flow", "flow_quality", "masked_bilinear",
+__all__ = ["pseudo_flow", "same_label_flow", "part_chance_flow", "nearest_neighbours", "matching_features", "l2_normalise_cells", "FEATURE_SOURCES", "upsample_flow", "rescale_flow", "flow_quality", "masked_bilinear",
            "pixel_grid", "to_normalised", "METRICS", "CONFIDENCE_MODES"]

@@ -2,11 +2,17 @@
 embedding for the training pairs of one category, with a confidence mask, stored in Zarr; and its
 quality where truth exists, next to the same construction on the raw features.
 
-Quality, per pair and construction (``learned`` = KFD embedding, ``raw`` = the same hyperpixel
-features before the manifold stage, ``concat`` = both, each L2-normalised per cell, concatenated;
-``pseudo_flow.features`` picks the one that is stored and trained on): PCK of the keypoints moved by the pseudo flow (the flow sampled
-at each source keypoint, all cells, confident or not), the fraction of keypoints that fall on a
-confident cell, and on the demo the end-point error of the confident flow against the exact flow.
+Quality, per pair and construction. Candidates (``pseudo_flow.features`` picks the one that is
+stored and trained on): ``embedding`` = nearest neighbours in the KFD embedding, ``raw`` = in the
+same hyperpixel features before the manifold stage, ``concat`` = both, each L2-normalised per cell,
+concatenated. References (never stored), both built on the final SOP label maps:
+``part_chance`` = every source cell sent to a uniformly random target cell of the same label
+(seeded per pair: the part-level chance level, which a pseudo flow must beat to know more than
+the part a point is in); ``raw_same_label`` = raw-feature nearest neighbour among the target
+cells of the same label. Measures: PCK of the keypoints moved by the flow (the flow sampled at
+each source keypoint, all cells, confident or not), the fraction of keypoints that fall on a
+confident cell (references: whose label exists in the target), and on the demo the end-point
+error of the confident flow against the exact flow.
 """
 
 from __future__ import annotations
@@ -28,10 +34,15 @@ from .features import FeatureStore
 from .geometry import points_to_grid
 from .manifold.stage import grid_features
 from .provenance import provenance
-from .pseudo_flow import flow_quality, matching_features, pseudo_flow, upsample_flow
+from .pseudo_flow import (FEATURE_SOURCES, flow_quality, matching_features, part_chance_flow, pseudo_flow,
+                          same_label_flow, upsample_flow)
+from .stage_io import load_dataset
 
 log = logging.getLogger(__name__)
-CONSTRUCTIONS = {"learned": "embedding", "raw": "raw", "concat": "concat"}  # quality name -> pseudo_flow.features
+# Candidate constructions: the quality name is the pseudo_flow.features value.
+CONSTRUCTIONS = FEATURE_SOURCES
+# Reference constructions on the final SOP labels (see the module docstring).
+REFERENCES = ("part_chance", "raw_same_label")
 QUALITY_COLUMNS = ("category", "pair_id", "construction", "alpha", "kp_pck", "kp_confident", "epe_px",
                    "flow_pck", "coverage")
 
@@ -52,8 +63,6 @@ def sample_grid_mask(mask: torch.Tensor, kps: np.ndarray, image_hw) -> np.ndarra
 
 def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str | Path,
          out_store: str | Path, out_quality: str | Path) -> None:
-    from .stages import load_dataset
-
     index = load_dataset(cfg)
     pc = cfg["pseudo_flow"]
     ev = section(EvalConfig, cfg["evaluation"])
@@ -71,7 +80,7 @@ def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str 
     rows = []
     with atomic_path(out_store) as tmp:
         root = zarr.open_group(str(tmp), mode="w")
-        feats = {name: matching_features(learned, raw, source) for name, source in CONSTRUCTIONS.items()}
+        feats = {name: matching_features(learned, raw, name) for name in CONSTRUCTIONS}
         root.attrs.update({"category": category, "pair_ids": [p.pair_id for p in pairs], "mode": pc["mode"],
                            "features": pc["features"], "labels": "final graph-cut label maps",
                            "metric": pc["metric"], "grid_size": int(man.attrs["grid_size"]),
@@ -82,11 +91,17 @@ def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str 
             s, t = pos[p.src], pos[p.trg]
             src_hw = (index.images[p.src].height, index.images[p.src].width)
             trg_hw = (index.images[p.trg].height, index.images[p.trg].width)
-            for name, emb in feats.items():
-                lab = labels[-1]  # the refined (graph-cut) labels, for the labels/both confidence modes
-                flow, mask = pseudo_flow(emb[s], emb[t], src_hw, trg_hw, mode=pc["mode"], src_labels=lab[s],
-                                         trg_labels=lab[t], metric=pc["metric"])
-                if CONSTRUCTIONS[name] == pc["features"]:
+            lab = labels[-1]  # the refined (graph-cut) labels
+            if index.flow_store is not None:
+                true_flow, true_valid = demo_data.load_flow(index.flow_store, p.pair_id)
+            flows = {name: pseudo_flow(emb[s], emb[t], src_hw, trg_hw, mode=pc["mode"], src_labels=lab[s],
+                                       trg_labels=lab[t], metric=pc["metric"]) for name, emb in feats.items()}
+            # part_chance: seeded per pair (config seed, pair number), reproducible whatever else runs
+            gen = torch.Generator().manual_seed(int(np.random.SeedSequence([int(cfg["seed"]), n]).generate_state(1)[0]))
+            flows["part_chance"] = part_chance_flow(lab[s], lab[t], src_hw, trg_hw, gen, dtype=flows["raw"][0].dtype)
+            flows["raw_same_label"] = same_label_flow(raw[s], raw[t], src_hw, trg_hw, lab[s], lab[t], pc["metric"])
+            for name, (flow, mask) in flows.items():
+                if name == pc["features"]:
                     g = root.create_group(f"p{n:05d}")
                     g.attrs.update({"pair_id": p.pair_id, "src": p.src, "trg": p.trg, "src_hw": list(src_hw),
                                     "trg_hw": list(trg_hw)})
@@ -98,7 +113,6 @@ def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str 
                 confident = float(sample_grid_mask(mask, kps, src_hw).mean())
                 dense = {}
                 if index.flow_store is not None:
-                    true_flow, true_valid = demo_data.load_flow(index.flow_store, p.pair_id)
                     f_img, m_img = upsample_flow(flow, mask, src_hw)
                 for alpha in ev.alphas:
                     ok, tot = pck_counts(moved, p.trg_kps[p.valid], np.ones(len(kps), bool), thr, alpha)
@@ -111,7 +125,7 @@ def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str 
                                  "coverage": round(dense.get("coverage", float("nan")), 4)})
     write_csv(out_quality, rows, QUALITY_COLUMNS)
     mean = {c: np.mean([r["kp_pck"] for r in rows if r["construction"] == c and r["alpha"] == ev.alphas[len(ev.alphas) // 2]])
-            for c in CONSTRUCTIONS}
+            for c in (*CONSTRUCTIONS, *REFERENCES)}
     log.info("category %s: %d pairs; keypoint PCK of the pseudo flow: %s (stored: %s)", category, len(pairs),
              ", ".join(f"{c} {v:.1f}" for c, v in mean.items()), pc["features"])
 

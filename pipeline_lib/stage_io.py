@@ -20,6 +20,7 @@ from .atomic import write_text
 from .backbones import resolve_device
 from .config import EvalConfig, section
 from .datasets import DatasetIndex, open_dataset
+from .datasets.base import category_dirs
 from .evaluation import oriented, write_predictions
 from .provenance import provenance
 from .training import TrainResult, load_trained, save_weights
@@ -54,7 +55,7 @@ def categories(cfg: Mapping) -> list[str]:
     sub = {"pf-willow": root, "pf-pascal": root / "Annotations", "spair": root / "JPEGImages"}[d["kind"]]
     if not sub.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {sub}; set dataset.root to the {d['kind']} release.")
-    return sorted(p.name for p in sub.iterdir() if p.is_dir())
+    return [p.name for p in category_dirs(sub)]
 
 
 def load_dataset(cfg: Mapping) -> DatasetIndex:

@@ -10,16 +10,21 @@ from typing import Any, Mapping
 
 from ..backbones import build_backbone, resolve_device
 from ..config import ConfigError, section
-from ..stages import prediction_inputs, save_trained
-from ..training import resumable_settings
-from ..training import TrainConfig
+from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
+from ..training import TrainConfig, resumable_settings, save_weights
 from .model import FCSS, FCSSConfig, build_fcss
 from .predict import predict_pairs
-from .train import FCSSTrainConfig, build_training_pairs, train_fcss
+from .train import FCSSTrainConfig, build_training_pairs, train_fcss, with_shift_lr
 
 log = logging.getLogger(__name__)
 TRAIN_KEYS = ("epochs", "lr", "batch_size", "weight_decay")  # TrainConfig keys of the section
 TRAIN_SPLIT = "train"  # the stage trains on training pairs only, never on validation or test images
+# Our choice (Kim et al. give no rates; their release trains the shifts at 0.1 x the base rate of SGD).
+# Adam moves every parameter by about its learning rate per step whatever the gradient's scale, and
+# the shifts live in cells (initial std 5-9 cells) while the backbone weights are ~1e-2: at one base
+# rate of 1e-4 the shifts move ~1e-4 cells per step, i.e. not at all (the issue's 0.0403 -> 0.0400).
+# 0.05 cells per step lets a shift cross a cell in ~20 steps.
+SHIFT_LR = 0.05
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class FCSSSettings:
     supervision: FCSSTrainConfig
     train: TrainConfig
     longer_side: int  # prediction resolution (px), 0 = the config's image.longer_side
+    shift_lr: float | None = SHIFT_LR  # learning rate of the sampling shifts (None = the base lr)
 
 
 def settings_from_config(fcss: Mapping[str, Any], seed: int = 0) -> FCSSSettings:
@@ -37,18 +43,18 @@ def settings_from_config(fcss: Mapping[str, Any], seed: int = 0) -> FCSSSettings
     and the nested ``train`` mapping (:class:`FCSSTrainConfig`, whose split is always the train split).
     Unknown keys are an error; ``seed`` seeds both the initial sampling patterns and the loop."""
     model_keys = set(FCSSConfig.__dataclass_fields__) - {"seed"}
-    flat = {k: v for k, v in fcss.items() if k not in ("train", "longer_side")}
+    flat = {k: v for k, v in fcss.items() if k not in ("train", "longer_side", "shift_lr")}
     unknown = set(flat) - model_keys - set(TRAIN_KEYS)
     if unknown:
         raise ConfigError(f"unknown key(s) fcss.{sorted(unknown)}; allowed: {sorted(model_keys | set(TRAIN_KEYS))} "
-                          f"+ longer_side, train")
+                          f"+ longer_side, shift_lr, train")
     supervision = dict(fcss.get("train", {}))
     if "split" in supervision:
         raise ConfigError("fcss.train.split cannot be set: FCSS trains on the train split only")
     model = section(FCSSConfig, {**{k: v for k, v in flat.items() if k in model_keys}, "seed": seed})
     train = section(TrainConfig, {**{k: v for k, v in flat.items() if k in TRAIN_KEYS}, "seed": seed})
     return FCSSSettings(model, section(FCSSTrainConfig, {**supervision, "split": TRAIN_SPLIT}), train,
-                        int(fcss.get("longer_side", 0)))
+                        int(fcss.get("longer_side", 0)), fcss.get("shift_lr", SHIFT_LR))
 
 
 def settings(cfg: Mapping) -> FCSSSettings:
@@ -66,28 +72,33 @@ def build(cfg: Mapping, backbone_name: str) -> FCSS:
     return build_fcss(settings(cfg).model, backbone)
 
 
-def train(cfg: Mapping, backbone_name: str, out_weights: str | Path) -> None:
-    """Train on the training split's pairs and their object regions; checkpoints beside ``out_weights``."""
-    from ..stages import load_dataset
-
+def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, out_init: str | Path | None = None) -> None:
+    """Train on the training split's pairs and their object regions; checkpoints beside ``out_weights``;
+    ``out_init``: the untrained model's weights (the ``fcss@init`` row). The sampling shifts train at
+    ``fcss.shift_lr`` (``TrainConfig.lr_groups``), the rest at ``fcss.lr``."""
     s = settings(cfg)
     index = load_dataset(cfg)
     pairs = build_training_pairs(index, s.supervision)
     device = resolve_device(cfg["device"])
     model = build(cfg, backbone_name)
-    log.info("FCSS: %d training pairs at %d px, %d epochs", len(pairs), s.supervision.longer_side, s.train.epochs)
+    if out_init is not None:
+        save_weights(model, out_init, {"method": "fcss", "fcss": dict(cfg["fcss"]), "backbone": backbone_name,
+                                       "initial": True, "layers": list(model.layers)})
+    train_cfg = with_shift_lr(s.train, model, s.shift_lr)
+    log.info("FCSS: %d training pairs at %d px, %d epochs, layers %s, lr %g (shifts %s)", len(pairs),
+             s.supervision.longer_side, s.train.epochs, list(model.layers), s.train.lr, s.shift_lr)
     extra = {"fcss": resumable_settings(cfg["fcss"]), "pairs": [p.pair_id for p in pairs]}
-    result = train_fcss(model, pairs, s.train, s.supervision, Path(out_weights).parent, device, extra_fingerprint=extra)
+    result = train_fcss(model, pairs, train_cfg, s.supervision, Path(out_weights).parent, device,
+                        extra_fingerprint=extra)
     save_trained(cfg, "fcss", model, result, out_weights, device, backbone=backbone_name, n_pairs=len(pairs),
-                 layers=list(model.layers), train=asdict(s.train))
+                 layers=list(model.layers), train=asdict(train_cfg))
 
 
-def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json) -> None:
-    """Nearest-neighbour keypoint transfer on FCSS descriptors of the evaluation pairs."""
-    from ..stages import finish_predictions
-
+def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json, method: str = "fcss") -> None:
+    """Nearest-neighbour keypoint transfer on FCSS descriptors of the evaluation pairs (``method``: the
+    name written, e.g. ``fcss@init`` for the initial weights)."""
     index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
     side = predict_longer_side(cfg)
-    preds, ms = predict_pairs(model, pairs, index.images, side)
-    finish_predictions(cfg, "fcss", preds, ms, out_csv, meta_json, device=str(device), longer_side=side,
+    preds, ms = predict_pairs(model, pairs, index.images, side, desc=method)
+    finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), longer_side=side,
                        layers=list(model.layers))

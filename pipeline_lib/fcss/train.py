@@ -15,7 +15,7 @@ it for its sample selection, so a resumed run repeats the uninterrupted one.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -35,6 +35,7 @@ from .supervision import (CONSISTENCY_TOLERANCE_CELLS, N_SAMPLES, POSITIVE_FRACT
 log = logging.getLogger(__name__)
 REGION_SOURCES = ("auto", "mask", "box", "image")
 SEED_HIGH = 2**62  # per-batch sample-selection seeds are drawn from [0, SEED_HIGH)
+SHIFT_PARAM_SUFFIXES = (".src_offsets", ".trg_offsets")  # CSSLayer's W_s and W_t (Kim et al. Eq. 4)
 
 
 @dataclass(frozen=True)
@@ -183,10 +184,27 @@ def pair_loss(model: FCSS, pair: TrainPair, cfg: FCSSTrainConfig, generator: tor
     return contrastive_loss(a, b, labels, cfg.margin), int(labels.sum()), int((~labels).sum())
 
 
-def make_loss_fn(cfg: FCSSTrainConfig) -> Callable[[FCSS, TrainBatch], torch.Tensor]:
-    """``loss_fn(model, batch)`` for :func:`fit`: mean of Kim et al. Eq. 13 over the batch's pairs."""
+def shift_parameters(model: FCSS) -> dict[str, torch.Tensor]:
+    """{parameter name: (P, 2) shifts in cells} of every CSS layer's two sampling streams (W_s, W_t)."""
+    return {name: p for name, p in model.named_parameters() if name.endswith(SHIFT_PARAM_SUFFIXES)}
 
-    def loss_fn(model: FCSS, batch: TrainBatch) -> torch.Tensor:
+
+def shift_displacement(model: FCSS, initial: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean Euclidean distance (cells of each level's map) of every sampling shift from ``initial``."""
+    now = shift_parameters(model)
+    if set(now) != set(initial):
+        raise ValueError(f"shift_displacement: initial shifts {sorted(initial)} do not match the model's {sorted(now)}")
+    return torch.cat([(now[k].detach() - initial[k].to(now[k])).norm(dim=-1) for k in sorted(now)]).mean()
+
+
+def make_loss_fn(cfg: FCSSTrainConfig, initial_shifts: dict[str, torch.Tensor] | None = None
+                 ) -> Callable[[FCSS, TrainBatch], torch.Tensor | tuple]:
+    """``loss_fn(model, batch)`` for :func:`fit`: mean of Kim et al. Eq. 13 over the batch's pairs. With
+    ``initial_shifts`` (:func:`shift_parameters` of the model before training, cloned) it also reports
+    ``shift_displacement_cells``: how far the sampling shifts moved (mean over patterns, cells), so the
+    training log shows whether the sampling patterns learn."""
+
+    def loss_fn(model: FCSS, batch: TrainBatch):
         device = next(model.parameters()).device
         gen = torch.Generator().manual_seed(batch.seed)
         losses = []
@@ -196,7 +214,10 @@ def make_loss_fn(cfg: FCSSTrainConfig) -> Callable[[FCSS, TrainBatch], torch.Ten
                 log.debug("pair %s: %d positives, %d negatives, loss %.5f", pair.pair_id, n_pos, n_neg,
                           loss.detach().item())
             losses.append(loss)
-        return torch.stack(losses).mean()
+        total = torch.stack(losses).mean()
+        if initial_shifts is None:
+            return total
+        return total, {"shift_displacement_cells": shift_displacement(model, initial_shifts)}
 
     return loss_fn
 
@@ -206,5 +227,17 @@ def train_fcss(model: FCSS, pairs: Sequence[TrainPair], train_cfg: TrainConfig, 
     """Train ``model`` with :func:`fit` (checkpoints, resume, CSV log and loss curve in ``out_dir``)."""
     fingerprint = {"fcss_train": asdict(cfg), "layers": list(model.layers), "backbone": model.backbone.name,
                    "n_pairs": len(pairs), **(extra_fingerprint or {})}
-    return fit(model, make_loss_fn(cfg), make_batches(pairs, train_cfg.batch_size), train_cfg, out_dir, device,
-               extra_fingerprint=fingerprint, desc="fcss")
+    initial = {k: v.detach().clone() for k, v in shift_parameters(model).items()}  # the seeded start, also on resume
+    return fit(model, make_loss_fn(cfg, initial), make_batches(pairs, train_cfg.batch_size), train_cfg, out_dir,
+               device, extra_fingerprint=fingerprint, desc="fcss")
+
+
+def with_shift_lr(train_cfg: TrainConfig, model: FCSS, shift_lr: float | None) -> TrainConfig:
+    """``train_cfg`` with the sampling shifts of every CSS layer in their own learning-rate group
+    (``TrainConfig.lr_groups``); ``None`` leaves them at the base rate."""
+    if shift_lr is None:
+        return train_cfg
+    if shift_lr < 0:
+        raise ValueError(f"fcss.shift_lr must be >= 0, got {shift_lr}")
+    groups = tuple((name, float(shift_lr)) for name in shift_parameters(model))
+    return replace(train_cfg, lr_groups=groups + tuple(train_cfg.lr_groups))

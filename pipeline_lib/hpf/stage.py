@@ -22,6 +22,7 @@ from ..evaluation.summary import write_csv
 from ..features import FeatureStore
 from ..methods import Predictor, nn_predictor
 from ..provenance import provenance
+from ..stage_io import load_dataset
 from .beam_search import encode_layers
 from .matcher import HyperpixelMatcher, MatchParams
 from .search import run_search, search_space, single_layer_nn_scores
@@ -62,7 +63,6 @@ def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Pa
     ``features``: a store or its path (any backbone's, or the trained encoder's); ``extra`` is added
     to the record (e.g. the checkpoint key of the store)."""
     from ..evaluation import oriented
-    from ..stage_io import load_dataset
 
     hc = hpf_config(cfg)
     ev = section(EvalConfig, cfg["evaluation"])

@@ -41,6 +41,7 @@ _EXPORTS = {
     "keypoint_part_ami": "measures",
     "fraction_changed": "refine",
     "l2_normalize": "refine",
+    "prepare_features": "refine",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -77,6 +78,7 @@ if TYPE_CHECKING:  # static analysers see ordinary imports
         ManifoldResult,
         fraction_changed,
         l2_normalize,
+        prepare_features,
         run_manifold,
     )
     from .measures import keypoint_label_agreement, keypoint_part_ami

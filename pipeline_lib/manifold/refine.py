@@ -3,10 +3,14 @@
 ``run_manifold`` takes the conv features of every image of one category, (n_img, h, w, C), and
 alternates (Gaur et al. Sec. 3-4):
 
-0. L2-normalise every location's feature (Sec. 3 and 6); initial SOP labels = HAC of the raw
-   features (Sec. 3: "an identity matrix as the embedding"); this is iteration 0;
+0. ReLU (``relu``, Sec. 6: "we process the features with a rectified linear unit (ReLU)
+   non-linearity so that the feature maps contain positive activations only"), then L2-normalise
+   every location's feature (Sec. 3 and 6); initial SOP labels = HAC of those features (Sec. 3:
+   "an identity matrix as the embedding"); this is iteration 0;
 1. fit a kernel Fisher discriminant (polynomial kernel) on the current labels and project all
-   features (Eq. 3-4); the number of discriminants is capped at (number of labels - 1);
+   features (Eq. 3-4) to d discriminants. A Fisher discriminant of k labels has at most k - 1, so
+   ``n_components`` (d) must be <= ``n_clusters`` - 1 (checked when the config is built; ``None``
+   = k - 1); only when labels die out during the loop is d lowered further (with a warning);
 2. HAC (Ward, k clusters) in the embedding; Gaussian SOP model per cluster (Eq. 5-6);
 3. unary cost ``-log p(c | f)`` (Eq. 7), geodesic pairwise cost from the HAC label maps of this
    iteration (Eq. 8), multi-label graph cut of every image (Eq. 9) -> the refined labels;
@@ -48,6 +52,7 @@ __all__ = [
     "ManifoldResult",
     "run_manifold",
     "l2_normalize",
+    "prepare_features",
     "fraction_changed",
 ]
 
@@ -65,11 +70,16 @@ _NORM_EPS = 1e-12
 class ManifoldConfig:
     """Parameters of Algorithm 1 (one frozen dataclass per config section, see style.md)."""
 
-    # Gaur et al. Sec. 3 and 6: k = 15 clusters, "the same number as the expected semantic object parts".
-    n_clusters: int = 15
-    # Gaur et al. Sec. 3: 32 discriminants. A Fisher discriminant of k classes has at most k - 1,
-    # so with k = 15 the effective number is 14 (capped with a warning).
-    n_components: int = 32
+    # Gaur et al. Sec. 3 ask for k = 15 clusters and d = 32 discriminants, which cannot both hold: a
+    # Fisher discriminant of k classes has at most k - 1. We keep the paper's d = 32 (Sec. 3: "the
+    # average number of non-zero activations") and take k = d + 1 = 33 clusters (measured: far better
+    # pseudo flow than k = 15, see config/schema.yaml).
+    n_clusters: int = 33
+    # d; None = n_clusters - 1. A value above n_clusters - 1 is an error (not silently capped).
+    n_components: int | None = None
+    # Gaur et al. Sec. 6: ReLU before the L2 normalisation ("positive activations only"; their VGG16
+    # conv features are post-ReLU, EfficientNet-Lite block outputs are not). A no-op on post-ReLU features.
+    relu: bool = True
     # Gaur et al. Sec. 3: polynomial kernel; degree, offset and scale are not given (our choice).
     kernel: str = "poly"
     kernel_degree: int = 2
@@ -77,12 +87,13 @@ class ManifoldConfig:
     # Features are L2-normalised, so <x, y> is a cosine in [-1, 1]; gamma = 1 keeps it unscaled
     # (scikit-learn's default 1 / n_features would make the kernel nearly constant).
     kernel_gamma: float = 1.0
-    # Relative Tikhonov regulariser of the within-class scatter (Mika et al. 1999; our value).
-    kfd_reg: float = 1e-3
+    # Relative Tikhonov regulariser of the within-class scatter (Mika et al. 1999; value not in the
+    # paper, ours, chosen by measurement: config/schema.yaml).
+    kfd_reg: float = 10.0
     # "auto": exact KFD up to n_anchors samples, Nystroem beyond (stack.md: exact is O(n^2)).
     kfd_solver: str = "auto"
     # Nystroem anchor points (approximation; our choice, memory O(n_anchors^2 + chunk * n_anchors)).
-    n_anchors: int = 2000
+    n_anchors: int = 1000
     # Largest sample clustered exactly by Ward HAC; the rest go to the nearest centroid.
     max_hac_samples: int = DEFAULT_MAX_HAC_SAMPLES
     # Added to every SOP covariance (the embedding has unit within-class variance; our value).
@@ -121,7 +132,16 @@ class ManifoldConfig:
                 raise ValueError(f"{name} must be {'>' if strict else '>='} {lo}, got {v}")
 
         _int("n_clusters", 2, _MAX_LABELS)
-        _int("n_components", 1)
+        if self.n_components is not None:
+            _int("n_components", 1)
+            if self.n_components > self.n_clusters - 1:
+                raise ValueError(
+                    f"n_components={self.n_components} exceeds n_clusters - 1 = {self.n_clusters - 1}: a Fisher "
+                    f"discriminant of k={self.n_clusters} classes has at most k - 1 discriminants. Set "
+                    f"manifold.n_clusters >= {self.n_components + 1}, or manifold.n_components <= "
+                    f"{self.n_clusters - 1}, or manifold.n_components: null (= n_clusters - 1).")
+        if not isinstance(self.relu, bool):
+            raise ValueError(f"relu must be a bool, got {self.relu!r}")
         if self.kernel not in _KERNELS:
             raise ValueError(f"kernel must be one of {_KERNELS}, got {self.kernel!r}")
         _int("kernel_degree", 1)
@@ -142,6 +162,11 @@ class ManifoldConfig:
         _int("seed", 0)
         if not isinstance(self.isolate_graphcut, bool):
             raise ValueError(f"isolate_graphcut must be a bool, got {self.isolate_graphcut!r}")
+
+    @property
+    def discriminants(self) -> int:
+        """d, the number of KFD discriminants asked for (``n_components``, or k - 1 when None)."""
+        return self.n_clusters - 1 if self.n_components is None else int(self.n_components)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> "ManifoldConfig":
@@ -207,7 +232,7 @@ class ManifoldResult:
 
         Parameters
         ----------
-        features : (n_img, h, w, C) float (not necessarily normalised; normalised here as in
+        features : (n_img, h, w, C) float (raw; ReLU and normalisation are applied here as in
             :func:`run_manifold`)
 
         Returns
@@ -218,7 +243,7 @@ class ManifoldResult:
         n_img, h, w, C = F.shape
         if C != self.kfd.n_features_in_:
             raise ValueError(f"features have C={C} channels, the KFD was fitted on {self.kfd.n_features_in_}")
-        Z = self.kfd.transform(l2_normalize(F.reshape(-1, C)))
+        Z = self.kfd.transform(prepare_features(F.reshape(-1, C), self.config.relu))
         return Z.reshape(n_img, h, w, -1)
 
 
@@ -239,6 +264,16 @@ def l2_normalize(X: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]
     X /= np.maximum(norms, _NORM_EPS)
     return X
+
+
+def prepare_features(X: np.ndarray, relu: bool) -> np.ndarray:
+    """(n, C) -> (n, C) float64: ReLU (when ``relu``; Gaur et al. Sec. 6), then row-wise L2 norm (Sec. 3, 6).
+
+    The ReLU comes first so that the normalised vectors are the sparse non-negative ones the paper
+    embeds; a location whose every channel is <= 0 becomes the zero vector.
+    """
+    X = np.asarray(X)
+    return l2_normalize(np.maximum(X, 0.0) if relu else X)
 
 
 def fraction_changed(old: np.ndarray, new: np.ndarray) -> float:
@@ -271,7 +306,8 @@ def run_manifold(
     ----------
     features : (n_img, h, w, C) float
         Conv features of every image of the category (e.g. VGG16 44 x 44 x 512 after ReLU).
-        Each location is L2-normalised here (Gaur et al. Sec. 3, 6).
+        Each location is passed through a ReLU (``config.relu``) and L2-normalised here
+        (Gaur et al. Sec. 3, 6).
     config : ManifoldConfig, optional
     progress : callable, optional
         Called after every iteration with a dict: ``iteration`` (1-based), ``max_iter``,
@@ -285,7 +321,7 @@ def run_manifold(
     cfg = config if config is not None else ManifoldConfig()
     F = _check_features(features)
     n_img, h, w, C = F.shape
-    X = l2_normalize(F.reshape(-1, C))
+    X = prepare_features(F.reshape(-1, C), cfg.relu)
     n = X.shape[0]
     k = cfg.n_clusters
     if k > n:
@@ -315,11 +351,12 @@ def run_manifold(
         if n_present < 2:
             logger.warning("manifold: iteration %d: only %d label left, stopping", it, n_present)
             break
-        d = min(cfg.n_components, n_present - 1)
-        if d < cfg.n_components and not warned_cap:
+        d = min(cfg.discriminants, n_present - 1)
+        if d < cfg.discriminants and not warned_cap:
             logger.warning(
-                "manifold: n_components=%d capped at %d (a Fisher discriminant of %d labels has at "
-                "most %d discriminants)", cfg.n_components, d, n_present, n_present - 1,
+                "manifold: iteration %d: only %d of %d labels left, so d=%d discriminants are lowered to %d "
+                "(a Fisher discriminant of %d labels has at most %d)", it, n_present, k, cfg.discriminants, d,
+                n_present, n_present - 1,
             )
             warned_cap = True
         # Step 1a-b: embedding (Gaur et al. Eq. 3-4).

@@ -2,9 +2,12 @@
 
 Features: hyperpixels of ``manifold.layers`` from the cached feature store (no backbone run),
 resized to a fixed ``grid_size`` square grid per image (Gaur et al. use a fixed 44 x 44 VGG16
-map, Sec. 6). Outputs ``manifold.zarr`` (label maps of every iteration per image, the embedded
-features, SOP models, energies, change fractions, keypoint-label agreement), the fitted KFD
-(``kfd.pkl``, to embed new images) and two pictures.
+map, Sec. 6). Images: ``manifold.images`` (``train`` = images of training pairs, as Gaur et al.
+Sec. 6 learn on each class's training images; ``all`` where no image split exists). Outputs
+``manifold.zarr`` (label maps of every iteration per image, the embedded features, SOP models,
+energies, change fractions, keypoint-label agreement; ``manifold`` attribute = the settings, ReLU
+included), the fitted KFD (``kfd.pkl``; it transforms ``refine.prepare_features`` of the raw
+hyperpixels, i.e. ReLU'd when ``manifold.relu``, then L2-normalised) and two pictures.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..datasets import DatasetIndex, load_rgb
 from ..features import FeatureStore
 from ..hpf.hyperpixel import build_hyperpixels
 from ..provenance import provenance
+from ..stage_io import load_dataset
 from .measures import keypoint_label_agreement, keypoint_part_ami
 from .plots import plot_convergence, plot_label_maps
 from .refine import ManifoldConfig, run_manifold
@@ -87,8 +91,6 @@ def keypoint_cells(kps: np.ndarray, valid: np.ndarray, sizes, grid: int) -> np.n
 
 def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Path, out_kfd: str | Path,
           out_labels_png: str | Path, out_convergence_png: str | Path) -> None:
-    from ..stages import load_dataset
-
     index = load_dataset(cfg)
     store = FeatureStore(features)
     stage = cfg["manifold"]
@@ -137,8 +139,6 @@ def summarise(cfg: Mapping, stores, out_csv: str | Path) -> None:
     keypoints (agreement and AMI, :mod:`.measures`) of the raw-feature clustering (iteration 0)
     against the final labels. Measures are recomputed from the stored label maps and the dataset."""
     from ..evaluation.summary import write_csv
-    from ..stages import load_dataset
-
     index = load_dataset(cfg)
     rows = []
     for path in stores:

@@ -11,8 +11,8 @@ from typing import Mapping
 import torch
 
 from ..backbones import build_backbone, resolve_device
-from ..stages import prediction_inputs, save_trained
-from ..training import resumable_settings
+from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
+from ..training import resumable_settings, save_weights
 from .model import SFNet, build_sfnet
 from .predict import predict_pairs, sfnet_keypoint_fn
 from .train import SFNetSettings, load_images, settings_from_config, train_sfnet, training_image_ids
@@ -31,16 +31,18 @@ def build(cfg: Mapping, backbone_name: str) -> SFNet:
     return build_sfnet(settings(cfg).model, backbone)
 
 
-def train(cfg: Mapping, backbone_name: str, out_weights: str | Path) -> None:
-    """Train on synthetic warps of the training split's images; checkpoints beside ``out_weights``."""
-    from ..stages import load_dataset
-
+def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, out_init: str | Path | None = None) -> None:
+    """Train on synthetic warps of the training split's images; checkpoints beside ``out_weights``;
+    ``out_init``: the untrained model's weights (the ``sfnet@init`` row)."""
     s = settings(cfg)
     index = load_dataset(cfg)
     ids = training_image_ids(index)
     images, masks = load_images(index, ids, s.model.image_size, s.mask_source)
     device = resolve_device(cfg["device"])
     model = build(cfg, backbone_name)
+    if out_init is not None:
+        save_weights(model, out_init, {"method": "sfnet", "sfnet": dict(cfg["sfnet"]), "backbone": backbone_name,
+                                       "initial": True})
     log.info("SFNet: %d training images at %d px, %d epochs", len(ids), s.model.image_size, s.train.epochs)
     extra = {"sfnet": resumable_settings(cfg["sfnet"]), "backbone": backbone_name, "images": ids}
     result = train_sfnet(model, images, masks, s.train, Path(out_weights).parent, device, s.synthetic, s.loss,
@@ -49,12 +51,11 @@ def train(cfg: Mapping, backbone_name: str, out_weights: str | Path) -> None:
                  layers=list(model.layers), train=asdict(s.train))
 
 
-def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json) -> None:
-    """Keypoint transfer through the dense flow on the evaluation pairs."""
-    from ..stages import finish_predictions
-
+def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json, method: str = "sfnet") -> None:
+    """Keypoint transfer through the dense flow on the evaluation pairs (``method``: the name written,
+    e.g. ``sfnet@init`` for the initial weights)."""
     index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
     size = settings(cfg).model.image_size
-    preds, ms = predict_pairs(sfnet_keypoint_fn(model, size), index, pairs, desc="sfnet")
-    finish_predictions(cfg, "sfnet", preds, ms, out_csv, meta_json, device=str(device), image_size=size,
+    preds, ms = predict_pairs(sfnet_keypoint_fn(model, size), index, pairs, desc=method)
+    finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), image_size=size,
                        layers=list(model.layers))

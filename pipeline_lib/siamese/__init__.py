@@ -2,7 +2,8 @@
 
 - ``model``: :class:`SiameseFlowNet` (weight-shared encoder, stacked bottleneck, skip decoder; optionally
   ``fusion="correlation"``: a soft-argmax matched coarse flow the decoder refines);
-- ``loss``: truncated Euclidean loss (Eq. 10) and ``batch_loss`` for ``training.fit``;
+- ``loss``: truncated Euclidean loss (Eq. 10; T is our reading, ``truncation``), its per-batch metrics
+  (``under_T``, ``epe_px``) and ``batch_loss`` for ``training.fit``;
 - ``augment``: rotation/scale augmentation with consistent flow targets;
 - ``data``: training pairs, flow providers and the ``batches(epoch, generator)`` factory;
 - ``predict``: keypoint transfer and the top-K retrieval protocol (``predict_by_retrieval``).
@@ -13,12 +14,12 @@ Flow everywhere: (..., H, W, 2) xy pixels, source pixel p -> target point p + F(
 from .augment import AugmentConfig, augment_pair, transform_flow
 from .data import (FlowBatch, ManifoldEmbeddings, PseudoFlowStores, SiamesePairData, batch_factory,
                    demo_flow_provider, grid_flow_provider, pseudo_flow_provider)
-from .loss import batch_loss, truncated_euclidean_loss, truncation_px2
+from .loss import TRUNCATIONS, batch_loss, flow_metrics, truncated_euclidean_loss, truncation_px2
 from .model import SiameseFlowNet, auto_layers
 from .predict import (predict_by_retrieval, predict_keypoints, predict_pairs, retrieve_top_k,
                       transfer_from_neighbours)
 
 __all__ = ["AugmentConfig", "augment_pair", "transform_flow", "FlowBatch", "ManifoldEmbeddings", "PseudoFlowStores",
            "SiamesePairData", "batch_factory", "demo_flow_provider", "grid_flow_provider", "pseudo_flow_provider",
-           "batch_loss", "truncated_euclidean_loss", "truncation_px2", "SiameseFlowNet", "auto_layers",
+           "batch_loss", "flow_metrics", "TRUNCATIONS", "truncated_euclidean_loss", "truncation_px2", "SiameseFlowNet", "auto_layers",
            "predict_keypoints", "predict_by_retrieval", "predict_pairs", "retrieve_top_k", "transfer_from_neighbours"]

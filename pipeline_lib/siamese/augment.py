@@ -15,6 +15,11 @@ where F at the non-integer point S^-1 q is bilinear over valid pixels only (the 
 interpolated, so a locally constant flow stays exact next to invalid pixels), and the new mask is
 the old mask at the nearest pixel to S^-1 q (False outside the source image), optionally also False
 where the new target point T(.) falls outside the target image.
+
+Draws (``AugmentConfig.draw``; the paper does not say): ``same`` transforms both images of a pair with
+ONE drawn rotation and scale (each about its own centre), so the flow is rotated and scaled with the
+pair; ``independent`` draws one per image, which adds a random relative similarity to every target
+(with the paper's ranges up to 32 degrees and a 2.2x relative zoom).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ..pseudo_flow import masked_bilinear, pixel_grid, to_normalised
 ROTATION_RANGE_DEG = (-16.0, 16.0)  # Gaur et al. Sec. 6
 SCALE_RANGE = (0.9, 2.0)  # Gaur et al. Sec. 6
 APPLY_TO = ("source", "target", "both")
+DRAWS = ("same", "independent")  # one transform per pair, or one per image (apply_to: both)
 
 
 @dataclass(frozen=True)
@@ -37,19 +43,23 @@ class AugmentConfig:
     """Random similarity transforms of training pairs.
 
     rotation_deg: (min, max) uniform angle in degrees; scale: (min, max) uniform zoom factor (> 1
-    enlarges the content); apply_to: which image(s) get a transform (independent draws for
-    ``both``; the paper does not say, we transform both); drop_outside: mark flow invalid where the
-    new target point leaves the target image (half-pixel border as in the demo's exact flow).
+    enlarges the content); apply_to: which image(s) get a transform (the paper does not
+    say; we transform both); draw: with ``both``, ``same`` = one
+    rotation and scale for the pair, ``independent`` = one per image; drop_outside: mark flow invalid
+    where the new target point leaves the target image (half-pixel border as in the demo's exact flow).
     """
 
     rotation_deg: tuple[float, float] = ROTATION_RANGE_DEG
     scale: tuple[float, float] = SCALE_RANGE
     apply_to: str = "both"
     drop_outside: bool = True
+    draw: str = "independent"
 
     def __post_init__(self):
         if self.apply_to not in APPLY_TO:
             raise ValueError(f"augment apply_to must be one of {APPLY_TO}, got '{self.apply_to}'")
+        if self.draw not in DRAWS:
+            raise ValueError(f"augment draw must be one of {DRAWS}, got '{self.draw}'")
         if self.rotation_deg[0] > self.rotation_deg[1] or self.scale[0] > self.scale[1]:
             raise ValueError(f"augment ranges must be (min, max), got rotation {self.rotation_deg}, scale {self.scale}")
         if self.scale[0] <= 0:
@@ -78,12 +88,17 @@ def apply_matrix(m: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     return xy @ m[:2, :2].T + m[:2, 2]
 
 
-def sample_transform(hw: tuple[int, int], cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """A random (3, 3) similarity: angle ~ U(rotation_deg), scale ~ U(scale), drawn from ``generator``."""
+def sample_similarity(cfg: AugmentConfig, generator: torch.Generator) -> tuple[float, float]:
+    """(angle in degrees ~ U(rotation_deg), scale ~ U(scale)), drawn from ``generator``."""
     u = torch.rand(2, generator=generator, dtype=torch.float64)
     angle = cfg.rotation_deg[0] + float(u[0]) * (cfg.rotation_deg[1] - cfg.rotation_deg[0])
     scale = cfg.scale[0] + float(u[1]) * (cfg.scale[1] - cfg.scale[0])
-    return similarity_matrix(angle, scale, hw)
+    return angle, scale
+
+
+def sample_transform(hw: tuple[int, int], cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """A random (3, 3) similarity about the centre of an ``hw`` image (``sample_similarity``)."""
+    return similarity_matrix(*sample_similarity(cfg, generator), hw)
 
 
 def warp_image(image: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -136,11 +151,16 @@ def augment_pair(src: torch.Tensor, trg: torch.Tensor, flow: torch.Tensor, mask:
     """Randomly transform one training pair and its flow target consistently.
 
     src, trg: (3, H, W) float images; flow: (H, W, 2); mask: (H, W) bool. Returns the same four,
-    transformed. The draws (source first, then target) come from ``generator`` only.
+    transformed. The draws (source first, then target; one for both with ``cfg.draw == "same"``) come
+    from ``generator`` only.
     """
     hw_s, hw_t = tuple(src.shape[1:]), tuple(trg.shape[1:])
-    src_m = sample_transform(hw_s, cfg, generator) if cfg.apply_to in ("source", "both") else None
-    trg_m = sample_transform(hw_t, cfg, generator) if cfg.apply_to in ("target", "both") else None
+    if cfg.apply_to == "both" and cfg.draw == "same":
+        angle, scale = sample_similarity(cfg, generator)
+        src_m, trg_m = similarity_matrix(angle, scale, hw_s), similarity_matrix(angle, scale, hw_t)
+    else:
+        src_m = sample_transform(hw_s, cfg, generator) if cfg.apply_to in ("source", "both") else None
+        trg_m = sample_transform(hw_t, cfg, generator) if cfg.apply_to in ("target", "both") else None
     new_flow, new_mask = transform_flow(flow, mask, src_m, trg_m, hw_t, cfg.drop_outside)
     if src_m is not None:
         src = warp_image(src, src_m)
@@ -149,5 +169,5 @@ def augment_pair(src: torch.Tensor, trg: torch.Tensor, flow: torch.Tensor, mask:
     return src, trg, new_flow, new_mask
 
 
-__all__ = ["AugmentConfig", "ROTATION_RANGE_DEG", "SCALE_RANGE", "similarity_matrix", "apply_matrix",
+__all__ = ["AugmentConfig", "ROTATION_RANGE_DEG", "SCALE_RANGE", "DRAWS", "similarity_matrix", "sample_similarity", "apply_matrix",
            "sample_transform", "warp_image", "transform_flow", "augment_pair"]

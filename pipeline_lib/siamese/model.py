@@ -18,8 +18,11 @@ source and target hyperpixels of ``match_layers`` (each L2-normalised per locati
 (FlowNetC, Gaur et al. ref. [8]) and matched by the kernel soft argmax of SFNet (Lee et al. Eqs.
 2-3); that coarse flow, divided by FLOW_SCALE_PX, and the match confidence join every decoder skip,
 and the head predicts a residual on top of it (zero at initialisation: the untrained network is a
-soft nearest-neighbour matcher). Measured on the demo, the paper's stacking alone learns nothing
-from ~100 training steps, even from the exact flow.
+soft nearest-neighbour matcher).
+
+Measured on the demo (README), the paper's stacking learns when the decoder skips carry both
+streams' maps (``skip_target``; with the source's only it stays at zero flow for 150 steps) and the
+loss is not truncated at the literal T = sqrt(side) (``siamese.loss``).
 """
 
 from __future__ import annotations
@@ -107,7 +110,8 @@ class SiameseFlowNet(nn.Module):
         None: 256 halved per stage, at least 32.
     freeze_backbone : keep the encoder fixed (eval mode, no gradients); default False fine-tunes
         it, as Gaur et al. do.
-    skip_target : also concatenate the target encoder's maps at every skip.
+    skip_target : also concatenate the target encoder's maps at every skip (config ``siamese.skip_target``;
+        measured on the demo, the stack fusion learns only with it).
     layer_infos : the backbone's measured layer table (``describe_layers``; e.g. rebuilt from a
         feature store's ``layers`` attribute) to skip measuring it again; None measures it.
 

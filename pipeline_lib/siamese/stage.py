@@ -13,16 +13,17 @@ from typing import Mapping, Sequence
 import torch
 
 from ..backbones import build_backbone, resolve_device
-from ..training import TrainConfig, fit, resumable_settings, save_weights
+from ..training import TrainConfig, fit, load_checkpoint, resumable_settings, save_weights
 from .augment import AugmentConfig
 from .data import PseudoFlowStores, SiamesePairData, batch_factory, demo_flow_provider, grid_flow_provider
 from .loss import batch_loss
 from .model import SiameseFlowNet
 from .predict import predict_by_retrieval, predict_pairs
+from ..stage_io import eval_pairs, finish_predictions, load_dataset, write_meta
 
 log = logging.getLogger(__name__)
 # siamese config keys that shape the network (a checkpoint is rebuilt with the values it was trained with)
-ARCHITECTURE_KEYS = ("fusion", "match_layers", "match_beta", "match_kernel_sigma_cells", "freeze_backbone")
+ARCHITECTURE_KEYS = ("fusion", "match_layers", "match_beta", "match_kernel_sigma_cells", "freeze_backbone", "skip_target")
 
 
 def _model(cfg: Mapping, backbone_name: str) -> SiameseFlowNet:
@@ -30,6 +31,7 @@ def _model(cfg: Mapping, backbone_name: str) -> SiameseFlowNet:
     backbone = build_backbone(backbone_name, weights_path=cfg["weights"].get(backbone_name))
     match_layers = None if sc["match_layers"] == "auto" else tuple(sc["match_layers"])
     return SiameseFlowNet(backbone, freeze_backbone=sc["freeze_backbone"], fusion=sc["fusion"],
+                          skip_target=sc["skip_target"],
                           match_layers=match_layers, beta=sc["match_beta"],
                           kernel_sigma_cells=sc["match_kernel_sigma_cells"])
 
@@ -39,14 +41,27 @@ def augment_config(sc: Mapping) -> AugmentConfig | None:
     if not sc["augment"]:
         return None
     return AugmentConfig(rotation_deg=tuple(sc["augment_rotation_deg"]), scale=tuple(sc["augment_scale"]),
-                         apply_to=sc["augment_apply_to"])
+                         apply_to=sc["augment_apply_to"], draw=sc["augment_draw"])
 
 
-def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | Path], out_weights: str | Path) -> None:
+def loss_function(sc: Mapping):
+    """``loss_fn(model, batch) -> (loss, {under_T, epe_px})`` of the ``siamese`` config section: the truncated
+    Euclidean loss (Gaur et al. Eq. 10) with T from ``truncation`` / ``truncation_fraction`` (our reading)."""
+    return partial(batch_loss, truncation=sc["truncation"], truncation_fraction=sc["truncation_fraction"])
+
+
+def train_config(cfg: Mapping) -> TrainConfig:
+    sc = cfg["siamese"]
+    groups = (("backbone.", sc["encoder_lr"]),) if sc["encoder_lr"] is not None and not sc["freeze_backbone"] else ()
+    return TrainConfig(epochs=sc["epochs"], lr=sc["lr"], batch_size=sc["batch_size"], seed=cfg["seed"],
+                       lr_groups=groups)
+
+
+def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | Path], out_weights: str | Path,
+          out_init: str | Path | None = None) -> None:
     """Train on the stored pseudo flow of the training pairs (the make_pseudo_flow stage); checkpoints
-    beside ``out_weights`` (resumable)."""
-    from ..stages import load_dataset, write_meta
-
+    beside ``out_weights`` (resumable). ``out_init``: also save the seeded, untrained network there (the
+    ``siamese@init`` baseline), with the same meta as ``out_weights``."""
     sc = cfg["siamese"]
     index = load_dataset(cfg)
     stores = PseudoFlowStores(pseudo_flow_stores)
@@ -62,19 +77,19 @@ def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | P
         provider = grid_flow_provider(stores)
     data = SiamesePairData(index, pairs, provider, sc["input_size"])
     augment = augment_config(sc)
-    tc = TrainConfig(epochs=sc["epochs"], lr=sc["lr"], batch_size=sc["batch_size"], seed=cfg["seed"])
+    tc = train_config(cfg)
     device = resolve_device(cfg["device"])
     torch.manual_seed(cfg["seed"])
     model = _model(cfg, backbone_name)
+    meta = {"backbone": backbone_name, "siamese": dict(sc), "train": asdict(tc), "n_pairs": len(pairs),
+            "pseudo_flow": dict(cfg["pseudo_flow"])}
+    if out_init is not None:  # seeded construction, before any optimisation step
+        save_weights(model, out_init, meta)
     out_dir = Path(out_weights).parent
-    # Gaur et al. Eq. 10: T^2 = the longer image side (null); a larger cap for pseudo flows whose errors
-    # exceed sqrt(side) px, which would otherwise truncate (and silence) nearly every pixel.
-    loss_fn = partial(batch_loss, t_sq_px2=sc["truncation_px2"])
-    result = fit(model, loss_fn, batch_factory(data, tc.batch_size, augment), tc, out_dir, device,
+    result = fit(model, loss_function(sc), batch_factory(data, tc.batch_size, augment), tc, out_dir, device,
                  extra_fingerprint={"siamese": resumable_settings(sc), "backbone": backbone_name, "n_pairs": len(pairs)},
                  desc="siamese")
-    save_weights(model, out_weights, {"backbone": backbone_name, "siamese": dict(sc), "train": asdict(tc),
-                                      "n_pairs": len(pairs), "pseudo_flow": dict(cfg["pseudo_flow"])})
+    save_weights(model, out_weights, meta)
     write_meta(out_dir / "train_meta.json", cfg, n_pairs=len(pairs), resumed_from_epoch=result.resumed_from,
                history=result.history, device=str(device))
 
@@ -82,7 +97,7 @@ def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | P
 def load_model(cfg: Mapping, backbone_name: str, weights: str | Path, device) -> SiameseFlowNet:
     """The trained network on ``device`` in eval mode; ``.backbone`` is its encoder. The architecture keys
     (ARCHITECTURE_KEYS) come from the checkpoint's meta when it records them, else from ``cfg['siamese']``."""
-    state = torch.load(weights, map_location="cpu", weights_only=False)
+    state = load_checkpoint(weights)
     trained = state.get("meta", {}).get("siamese", {}) if isinstance(state, dict) else {}
     sc = {**cfg["siamese"], **{k: trained[k] for k in ARCHITECTURE_KEYS if k in trained}}
     model = _model({**cfg, "siamese": sc}, backbone_name)
@@ -90,9 +105,10 @@ def load_model(cfg: Mapping, backbone_name: str, weights: str | Path, device) ->
     return model.to(device).eval()
 
 
-def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json) -> None:
-    from ..stages import eval_pairs, finish_predictions, load_dataset
-
+def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json, method: str = "siamese"
+            ) -> None:
+    """Keypoint transfer of the evaluation pairs with the network in ``weights``, written under the method
+    name ``method`` (e.g. ``siamese@init`` for the untrained network saved by ``train(out_init=...)``)."""
     index = load_dataset(cfg)
     _, pairs = eval_pairs(cfg, index)
     sc = cfg["siamese"]
@@ -105,5 +121,5 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
                                              sc["input_size"])
         else:
             preds, ms = predict_pairs(model, pairs, index.images, sc["input_size"])
-    finish_predictions(cfg, "siamese", preds, ms, out_csv, meta_json, device=str(device),
+    finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device),
                        input_size=sc["input_size"], fusion=sc["fusion"], retrieval_top_k=sc["retrieval_top_k"])

@@ -21,8 +21,9 @@ parameters live in normalised coordinates and therefore apply to the images at a
 grid is smaller than a regression kernel (small ``image_size``), that convolution is zero-padded
 just enough to fit; at 240 px (15 x 15 grid) there is no padding, as in CNNGeometric. The last
 linear layers start at zero and their outputs are offsets from the identity transforms, so an
-untrained model is the identity (Rocco et al. instead start from CNNGeometric weights trained on
-synthetic warps, which are not available here).
+untrained model is the identity. Rocco et al. 2018 start WeakAlign from CNNGeometric weights trained
+on synthetic warps: here the ``train_cnngeometric`` stage (:mod:`.synthetic`) trains this same
+network that way first, and WeakAlign's fine-tuning loads its checkpoint.
 
 Backbone: frozen by default (our choice for ImageNet-only features and small data, as CNNGeometric
 trains it); Rocco et al. 2018 Sec. 4.1 fine-tune the whole model end to end

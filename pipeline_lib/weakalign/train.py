@@ -33,7 +33,7 @@ from .losses import WeakAlignLossConfig, weakalign_loss
 from .model import WeakAlignConfig
 
 log = logging.getLogger(__name__)
-PAPER_LR = 5e-8  # Rocco et al. 2018 Sec. 4.1 (fine-tuning a CNNGeometric model; from scratch needs far more)
+PAPER_LR = 5e-8  # Rocco et al. 2018 Sec. 4.1 (fine-tuning a CNNGeometric model, backbone included)
 PAPER_BATCH_SIZE = 16  # Rocco et al. 2018 Sec. 4.1
 
 
@@ -74,7 +74,7 @@ class WeakAlignSettings:
 
 
 TRAIN_KEYS = ("epochs", "lr", "batch_size", "weight_decay")
-DEFAULT_LR = 1e-4  # our choice: training starts from the identity, not from CNNGeometric weights (PAPER_LR)
+DEFAULT_LR = PAPER_LR  # fine-tuning from the CNNGeometric checkpoint (stage train_cnngeometric), as the paper
 
 
 def settings_from_config(weakalign: Mapping[str, Any], seed: int = 0) -> WeakAlignSettings:
@@ -82,7 +82,7 @@ def settings_from_config(weakalign: Mapping[str, Any], seed: int = 0) -> WeakAli
 
     Keys: those of :class:`WeakAlignConfig`, :class:`AugmentConfig` and :class:`WeakAlignLossConfig`,
     ``transfer`` (``swap`` or ``invert``, see :mod:`.predict`) and the :class:`TrainConfig` keys
-    ``epochs, lr, batch_size, weight_decay`` (defaults: lr 1e-4, our choice, and the paper's batch size).
+    ``epochs, lr, batch_size, weight_decay`` (defaults: the paper's lr 5e-8 and batch size 16).
     """
     names = {"model": {f.name for f in fields(WeakAlignConfig)}, "augment": {f.name for f in fields(AugmentConfig)},
              "loss": {f.name for f in fields(WeakAlignLossConfig)}, "train": set(TRAIN_KEYS)}

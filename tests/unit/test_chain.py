@@ -156,3 +156,16 @@ def test_an_imagenet_store_is_not_an_encoder_store(tmp_path, ckpt):
     assert chain.store_key(FeatureStore(tmp_path / "imagenet.zarr")) is None
     with pytest.raises(chain.StaleFeaturesError, match="checkpoint key None"):
         chain.open_encoder_store(tmp_path / "imagenet.zarr", ckpt["a"])
+
+
+def test_the_chain_starts_from_the_imagenet_encoder(tmp_path):
+    """gaur_hpf's @init row is hpf: an untrained Siamese checkpoint rebuilds exactly the ImageNet backbone,
+    so its features, layer search and RHM are those of the hpf row of the same table."""
+    imagenet = build_backbone(BASE).eval()
+    init = save(SiameseFlowNet(build_backbone(BASE)).eval(), tmp_path / "init.pt")
+    enc = build_from_checkpoint(init)
+    x = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        got, want = enc(x), imagenet(x)
+    for name in imagenet.layer_names:
+        assert torch.equal(got[name], want[name]), name

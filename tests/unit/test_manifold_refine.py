@@ -15,6 +15,7 @@ from pipeline_lib.manifold.refine import (
     ManifoldConfig,
     fraction_changed,
     l2_normalize,
+    prepare_features,
     run_manifold,
 )
 from pipeline_lib.manifold.measures import keypoint_label_agreement
@@ -47,15 +48,49 @@ def make_category(n_img=6, h=12, w=12, C=16, n_parts=3, noise=0.6, seed=0):
     return np.maximum(feats, 0.0), parts, np.array(kps)
 
 
-SYNTH_CONFIG = dict(n_clusters=3, pairwise_weight=4.0, sigma=1.0, max_iter=10)
+SYNTH_CONFIG = dict(n_clusters=3, pairwise_weight=4.0, sigma=1.0, max_iter=10, kfd_reg=1.0)  # reg: see test_manifold_demo
 
 
 # ----------------------------------------------------------------------------- config
 def test_config_defaults_follow_the_paper():
     cfg = ManifoldConfig()
-    assert cfg.n_clusters == 15 and cfg.n_components == 32 and cfg.kernel == "poly"
+    # Gaur et al. Sec. 3: d = 32 discriminants, which needs k >= d + 1 = 33 clusters; ReLU (Sec. 6); poly kernel
+    assert cfg.discriminants == 32 and cfg.n_clusters == 33 and cfg.relu and cfg.kernel == "poly"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.n_clusters = 3  # type: ignore[misc]
+
+
+def test_discriminants_default_to_k_minus_1_and_more_than_that_is_an_error():
+    assert ManifoldConfig(n_clusters=15).discriminants == 14
+    assert ManifoldConfig(n_clusters=15, n_components=5).discriminants == 5
+    assert ManifoldConfig(n_clusters=33, n_components=32).discriminants == 32
+    # the paper's literal pair (k = 15, d = 32) is impossible: the error names both values and the fix
+    with pytest.raises(ValueError, match=r"n_components=32 exceeds n_clusters - 1 = 14.*n_clusters >= 33"):
+        ManifoldConfig(n_clusters=15, n_components=32)
+    with pytest.raises(ValueError, match="n_components=15 exceeds"):
+        ManifoldConfig.from_mapping({"n_clusters": 15, "n_components": 15})
+
+
+def test_relu_zeroes_negative_features_before_normalisation():
+    X = np.array([[3.0, -4.0, 4.0], [-1.0, -2.0, -3.0], [-3.0, 4.0, 0.0]])
+    # ReLU first: [3, 0, 4] -> [.6, 0, .8]; all-negative -> zero vector; [0, 4, 0] -> [0, 1, 0]
+    np.testing.assert_allclose(prepare_features(X, relu=True), [[0.6, 0.0, 0.8], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    # without it: plain L2 normalisation, negatives kept (normalising first would give [3, -4, 4] / sqrt(41))
+    np.testing.assert_allclose(prepare_features(X, relu=False)[0], X[0] / np.sqrt(41.0))
+    assert np.any(prepare_features(X, relu=False) < 0)
+
+
+def test_run_manifold_and_embed_apply_the_relu():
+    feats, _, _ = make_category(n_img=2, seed=4)
+    # the same features with extra channels that are negative everywhere: with ReLU they vanish
+    padded = np.concatenate([feats, -np.abs(feats[..., :4]) - 1.0], axis=-1)
+    cfg = ManifoldConfig(**{**SYNTH_CONFIG, "max_iter": 2}, isolate_graphcut=False)
+    a = run_manifold(np.concatenate([feats, np.zeros_like(feats[..., :4])], axis=-1), cfg)
+    b = run_manifold(padded, cfg)
+    np.testing.assert_array_equal(a.label_maps, b.label_maps)
+    np.testing.assert_allclose(a.embed(np.concatenate([feats, np.zeros_like(feats[..., :4])], axis=-1)), b.embed(padded))
+    off = run_manifold(padded, dataclasses.replace(cfg, relu=False))
+    assert not np.array_equal(off.embed(padded), b.embed(padded))
 
 
 def test_config_from_mapping_rejects_unknown_keys():
@@ -70,6 +105,8 @@ def test_config_from_mapping_rejects_unknown_keys():
         {"n_clusters": 1},
         {"n_clusters": True},
         {"n_components": 0},
+        {"n_clusters": 15, "n_components": 32},
+        {"relu": 1},
         {"kernel": "rbf"},
         {"kfd_solver": "svd"},
         {"sigma": 0.0},
@@ -173,7 +210,7 @@ def test_run_manifold_converges_and_improves_part_consistency(seed, caplog):
     cfg = ManifoldConfig(**SYNTH_CONFIG, isolate_graphcut=(seed == 0))
     with caplog.at_level(logging.WARNING, logger="pipeline_lib.manifold.refine"):
         res = run_manifold(feats, cfg, progress=calls.append)
-    assert any("capped at 2" in r.getMessage() for r in caplog.records)  # 32 -> k - 1
+    assert not any("lowered" in r.getMessage() for r in caplog.records)  # d = k - 1 = 2 from the start
     n_rec = res.n_iter + 1
     assert res.converged and res.n_iter < cfg.max_iter
     assert res.label_maps.shape == (n_rec, 6, 12, 12) and res.label_maps.dtype == np.int16
@@ -183,7 +220,7 @@ def test_run_manifold_converges_and_improves_part_consistency(seed, caplog):
     np.testing.assert_allclose(res.energies[1:], res.image_energies[1:].sum(1))
     assert list(res.n_components) == [0] + [2] * res.n_iter
     assert len(calls) == res.n_iter and calls[-1]["converged"]
-    # iteration 0 is HAC of the L2-normalised raw features
+    # iteration 0 is HAC of the ReLU'd, L2-normalised raw features (non-negative already: ReLU is a no-op)
     X = l2_normalize(feats.reshape(-1, feats.shape[-1]))
     np.testing.assert_array_equal(res.label_maps[0].ravel(), scalable_ward(X, 3, random_state=cfg.seed))
     # the refinement makes the same part get the same label more consistently

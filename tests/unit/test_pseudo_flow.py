@@ -151,3 +151,87 @@ def test_matching_features_sources():
         matching_features(emb, None, "concat")
     with pytest.raises(ValueError, match="share the grid"):
         matching_features(emb, raw[:, :2], "concat")
+
+
+# ----------------------------------------------------------------------------- reference constructions
+def test_part_chance_with_one_cell_per_label_is_the_exact_label_correspondence():
+    from pipeline_lib.pseudo_flow import part_chance_flow
+
+    src_labels = torch.arange(H * W).reshape(H, W)
+    perm = torch.randperm(H * W, generator=torch.Generator().manual_seed(0))
+    trg_labels = perm.reshape(H, W)  # label l sits at target cell where perm == l
+    flow, mask = part_chance_flow(src_labels, trg_labels, IMG, IMG, torch.Generator().manual_seed(1))
+    assert mask.all()
+    src_xy = torch.stack(torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij"), -1).float()
+    where = torch.argsort(perm)  # target cell index of label l
+    trg_rc = torch.stack([where // W, where % W], -1).reshape(H, W, 2).float()
+    cell = torch.tensor([IMG[1] / W, IMG[0] / H])
+    expect = (trg_rc - src_xy).flip(-1) * cell  # (row, col) -> xy pixels
+    assert torch.allclose(flow, expect)
+
+
+def test_part_chance_stays_inside_the_label_is_seeded_and_spreads_over_it():
+    from pipeline_lib.pseudo_flow import part_chance_flow
+
+    src_labels = torch.zeros(H, W, dtype=torch.long)
+    src_labels[:, W // 2:] = 1
+    trg_labels = torch.zeros(H, W, dtype=torch.long)
+    trg_labels[: H // 2] = 1  # label 1 is the top half of the target
+    trg_labels[0, 0] = 2  # a label only the target has: never a destination
+    src_labels[5, 0] = 7  # a label the target lacks: random cell anywhere, masked
+    flow, mask = part_chance_flow(src_labels, trg_labels, IMG, IMG, torch.Generator().manual_seed(3))
+    again, _ = part_chance_flow(src_labels, trg_labels, IMG, IMG, torch.Generator().manual_seed(3))
+    other, _ = part_chance_flow(src_labels, trg_labels, IMG, IMG, torch.Generator().manual_seed(4))
+    assert torch.equal(flow, again) and not torch.equal(flow, other)
+    assert mask.sum() == H * W - 1 and not mask[5, 0]
+    from pipeline_lib.geometry import cell_centres
+
+    src_xy = cell_centres(H, W, IMG).reshape(H, W, 2)
+    trg = src_xy + flow  # target cell centres reached
+    rows = ((trg[..., 1] + 0.5) / (IMG[0] / H) - 0.5).round().long()
+    cols = ((trg[..., 0] + 0.5) / (IMG[1] / W) - 0.5).round().long()
+    reached = trg_labels[rows, cols]
+    assert torch.equal(reached[mask], src_labels[mask])
+    # the draw covers the label's cells rather than one of them
+    assert len({(int(r), int(c)) for r, c in zip(rows[src_labels == 0], cols[src_labels == 0])}) > 5
+
+
+def test_raw_same_label_takes_the_nearest_neighbour_within_the_label_only():
+    from pipeline_lib.pseudo_flow import same_label_flow
+
+    src = random_embedding(5)
+    trg = src.clone()  # unrestricted NN = identity
+    src_labels = torch.zeros(H, W, dtype=torch.long)
+    trg_labels = torch.zeros(H, W, dtype=torch.long)
+    src_labels[2, 3] = 1
+    trg_labels[4, 6] = 1  # the only target cell of label 1, far from (2, 3) in feature space
+    trg_labels[5, 7] = 1
+    trg[5, 7] = src[2, 3] + 0.05  # ... and the nearer one of the two label-1 target cells
+    flow, mask = same_label_flow(src, trg, IMG, IMG, src_labels, trg_labels)
+    assert mask.all()
+    assert flow[2, 3].tolist() == pytest.approx([(7 - 3) * 8.0, (5 - 2) * 8.0])  # -> (5, 7), not itself
+    # label-0 cells cannot reach (2, 3)'s twin in the target... they map to themselves (identity)
+    keep = src_labels == 0
+    keep[4, 6] = keep[5, 7] = False  # their own target cell now carries label 1
+    assert torch.count_nonzero(flow[keep]) == 0
+    # (4, 6) and (5, 7) are label 0 in the source: they go elsewhere, never to a label-1 cell
+    for r, c in ((4, 6), (5, 7)):
+        tr, tc = r + int(flow[r, c, 1] / 8), c + int(flow[r, c, 0] / 8)
+        assert trg_labels[tr, tc] == 0
+    # the unrestricted nearest neighbour of (2, 3) is different: the restriction did the work
+    free, _ = pseudo_flow(src, trg, IMG, IMG, mode="none")
+    assert torch.count_nonzero(free[2, 3]) == 0
+
+
+def test_raw_same_label_falls_back_and_masks_a_label_missing_in_the_target():
+    from pipeline_lib.pseudo_flow import same_label_flow
+
+    src = random_embedding(6)
+    src_labels = torch.zeros(H, W, dtype=torch.long)
+    src_labels[0, 0] = 3
+    trg_labels = torch.zeros(H, W, dtype=torch.long)
+    flow, mask = same_label_flow(src, src.clone(), IMG, IMG, src_labels, trg_labels)
+    assert not mask[0, 0] and mask.sum() == H * W - 1
+    assert torch.count_nonzero(flow) == 0  # unrestricted fallback for (0, 0): itself
+    with pytest.raises(ValueError, match="labels must be"):
+        same_label_flow(src, src, IMG, IMG, src_labels[:2], trg_labels)

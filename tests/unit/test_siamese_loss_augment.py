@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from pipeline_lib.pseudo_flow import pixel_grid, to_normalised
 from pipeline_lib.siamese.augment import (ROTATION_RANGE_DEG, SCALE_RANGE, AugmentConfig, augment_pair,
                                           sample_transform, similarity_matrix, transform_flow, warp_image)
-from pipeline_lib.siamese.loss import truncated_euclidean_loss, truncation_px2
+from pipeline_lib.siamese.loss import batch_loss, flow_metrics, truncated_euclidean_loss, truncation_px2
 
-S = 16  # T^2 = 16 px^2 -> T = 4 px
+S = 16  # literal reading: T^2 = 16 px^2 -> T = 4 px; long_side: T = 16 px
+T_LITERAL = 16.0
 
 
 def flows(err_x: float, b=1, h=S, w=S):
@@ -21,8 +22,77 @@ def flows(err_x: float, b=1, h=S, w=S):
     return pred, target, torch.ones(b, h, w, dtype=torch.bool)
 
 
-def test_truncation_is_the_longer_side():
-    assert truncation_px2((48, 64)) == 64.0
+def test_truncation_readings_of_eq10():
+    # Gaur et al. Eq. 10, "T^2 ... equal to the long edge": literal T^2 = side px^2, ours T = fraction x side px
+    assert truncation_px2((48, 64), "literal") == 64.0
+    assert truncation_px2((48, 64), "long_side") == 64.0 ** 2
+    assert truncation_px2((48, 64), "long_side", 0.25) == 16.0 ** 2
+    assert truncation_px2((48, 64), "literal", 0.25) == 64.0  # the fraction belongs to long_side
+    with pytest.raises(ValueError, match="truncation must be one of"):
+        truncation_px2((48, 64), "short_side")
+    with pytest.raises(ValueError, match="positive"):
+        truncation_px2((48, 64), "long_side", 0.0)
+
+
+def planted_errors():
+    """Errors of 2 px (row 0), 8 px (row 1) and 20 px (row 2) on an S x S flow, the rest exact."""
+    target = torch.zeros(1, S, S, 2)
+    pred = target.clone()
+    for row, err in ((0, 2.0), (1, 8.0), (2, 20.0)):
+        pred[0, row, :, 1] = err
+    return pred.requires_grad_(), target, torch.ones(1, S, S, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("reading,trained_rows", [("literal", [0]),  # T = 4 px: only the 2 px errors
+                                                  ("long_side", [0, 1])])  # T = 16 px: 2 and 8 px, not 20 px
+def test_which_planted_errors_give_gradient(reading, trained_rows):
+    pred, target, mask = planted_errors()
+    t_sq = truncation_px2((S, S), reading)
+    truncated_euclidean_loss(pred, target, mask, t_sq).backward()
+    moved = [row for row in range(S) if torch.count_nonzero(pred.grad[0, row]) > 0]
+    assert moved == trained_rows
+    metrics = flow_metrics(pred, target, mask, t_sq)
+    # rows 3.. are exact (error 0 < T): they count as under T but give no gradient (zero error)
+    assert metrics["under_T"] == pytest.approx((S - 3 + len(trained_rows)) / S)
+    assert metrics["epe_px"] == pytest.approx((2.0 + 8.0 + 20.0) / S)
+
+
+def test_flow_metrics_on_a_synthetic_case():
+    target = torch.zeros(2, 4, 4, 2)
+    pred = target.clone()
+    pred[0, :2, :, 0] = 3.0  # 8 pixels at 3 px: under T = 5 px
+    pred[0, 2:, :, 0] = 4.0  # 8 pixels at 4 px (x) ...
+    pred[0, 2:, :, 1] = 3.0  # ... and 3 px (y): 5 px, not under T (strictly)
+    pred[1] = 100.0  # the second item is unsupervised: ignored
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[0] = True
+    m = flow_metrics(pred, target, mask, 25.0)
+    assert m["under_T"] == pytest.approx(0.5) and m["epe_px"] == pytest.approx(4.0)
+    empty = flow_metrics(pred, target, torch.zeros_like(mask), 25.0)
+    assert math.isnan(empty["under_T"]) and math.isnan(empty["epe_px"])
+
+
+class _ConstantFlow(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(value))
+
+    def forward(self, src, trg):
+        return self.value.expand(src.shape[0], src.shape[2], src.shape[3], 2)
+
+
+def test_batch_loss_returns_the_metrics_under_the_configured_reading():
+    from pipeline_lib.siamese.data import FlowBatch
+
+    b = FlowBatch(torch.zeros(1, 3, S, S), torch.zeros(1, 3, S, S), torch.zeros(1, S, S, 2),
+                  torch.ones(1, S, S, dtype=torch.bool), ("p",))
+    model = _ConstantFlow([6.0, 8.0])  # error 10 px everywhere
+    loss, m = batch_loss(model, b, truncation="literal")  # T = 4 px
+    assert loss.item() == pytest.approx(T_LITERAL) and m == {"under_T": 0.0, "epe_px": pytest.approx(10.0)}
+    loss, m = batch_loss(model, b)  # default long_side: T = 16 px
+    assert loss.item() == pytest.approx(100.0) and m["under_T"] == 1.0
+    loss.backward()
+    assert torch.allclose(model.value.grad, torch.tensor([12.0, 16.0]))  # d/dv mean ||v||^2 = 2 v
 
 
 def test_zero_at_perfect_prediction():
@@ -30,8 +100,13 @@ def test_zero_at_perfect_prediction():
     assert truncated_euclidean_loss(pred, target, mask).item() == 0.0
 
 
+def test_default_truncation_is_the_literal_one():
+    pred, target, mask = flows(10.0)
+    assert truncated_euclidean_loss(pred, target, mask).item() == pytest.approx(T_LITERAL)
+
+
 def test_grows_then_saturates_at_t_squared():
-    values = [truncated_euclidean_loss(*flows(e)).item() for e in (0.5, 1.0, 3.0, 4.5, 10.0, 100.0)]
+    values = [truncated_euclidean_loss(*flows(e), T_LITERAL).item() for e in (0.5, 1.0, 3.0, 4.5, 10.0, 100.0)]
     assert values[:3] == pytest.approx([0.25, 1.0, 9.0])
     assert values[3:] == pytest.approx([16.0, 16.0, 16.0])  # min(e^2, T^2), T^2 = 16
     pred, target, mask = flows(3.0, b=2)
@@ -178,3 +253,41 @@ def test_augment_is_seeded_and_in_the_paper_ranges():
         assert 0.9 - 1e-9 <= scale <= 2.0 + 1e-9 and -16 - 1e-9 <= angle <= 16 + 1e-9
     with pytest.raises(ValueError):
         AugmentConfig(apply_to="neither")
+
+
+def test_same_draw_gives_both_images_one_transform():
+    """draw=same: identical source and target stay identical (zero flow stays zero), and a translation is
+    rotated and scaled with the pair, constant over the image."""
+    src, trg, flow, mask = translated_pair()
+    hw = tuple(src.shape[1:])
+    cfg = AugmentConfig(draw="same")
+    new_src, new_trg, new_flow, ok = augment_pair(src, src.clone(), torch.zeros_like(flow), torch.ones_like(mask), cfg,
+                                                  torch.Generator().manual_seed(3))
+    assert torch.equal(new_src, new_trg) and ok.sum() > 0.3 * ok.numel()
+    assert new_flow.abs().max() < 1e-4
+    g = torch.Generator().manual_seed(3)
+    angle, scale = torch.rand(2, generator=g, dtype=torch.float64).tolist()  # the one draw of sample_similarity
+    angle = cfg.rotation_deg[0] + angle * (cfg.rotation_deg[1] - cfg.rotation_deg[0])
+    scale = cfg.scale[0] + scale * (cfg.scale[1] - cfg.scale[0])
+    _, _, moved, ok = augment_pair(src, trg, flow, mask, cfg, torch.Generator().manual_seed(3))
+    expected = similarity_matrix(angle, scale, hw)[:2, :2] @ flow[0, 0].double()  # F' = s R t
+    assert ok.sum() > 0.2 * ok.numel()
+    assert torch.allclose(moved[ok].double(), expected.expand(int(ok.sum()), 2), atol=1e-4)
+
+
+def test_independent_draws_differ_per_image():
+    src, _, flow, mask = translated_pair()
+    _, _, new_flow, ok = augment_pair(src, src.clone(), torch.zeros_like(flow), torch.ones_like(mask),
+                                      AugmentConfig(draw="independent"), torch.Generator().manual_seed(3))
+    assert new_flow[ok].norm(dim=-1).max() > 1.0  # a relative transform: identical images no longer match at q
+    with pytest.raises(ValueError, match="draw"):
+        AugmentConfig(draw="sometimes")
+
+
+def test_augment_draw_comes_from_the_config():
+    from pipeline_lib.config import validate_config
+    from pipeline_lib.siamese.stage import augment_config
+
+    assert augment_config(validate_config({})["siamese"]).draw == validate_config({})["siamese"]["augment_draw"]
+    cfg = validate_config({"siamese": {"augment_draw": "independent"}})["siamese"]
+    assert augment_config(cfg).draw == "independent"

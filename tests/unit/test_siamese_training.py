@@ -253,3 +253,67 @@ def test_load_model_rebuilds_the_trained_architecture(tmp_path):
     assert loaded.fusion == "correlation" and loaded.match_layers == model.match_layers and not loaded.training
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     assert loaded.backbone is not None and hasattr(loaded.backbone, "layer_names")  # the encoder, for the chain
+
+
+@pytest.fixture(scope="module")
+def tiny_demo_run(tmp_path_factory):
+    """A generated demo (one photo, 3 images, 64 px) under results/, and a zero pseudo flow store of its
+    training pairs (what the make_pseudo_flow stage writes), for ``stage.train``."""
+    import zarr
+
+    from pipeline_lib.config import validate_config
+    from pipeline_lib.stages import load_dataset
+
+    results = tmp_path_factory.mktemp("tiny_siamese") / "results"
+    demo.generate(results / "demo" / "data", demo.DemoConfig(photos=("chelsea",), images_per_category=3,
+                                                             image_size=SIZE, n_keypoints=6), seed=1)
+    cfg = validate_config({"results_dir": str(results), "device": "cpu",
+                           "dataset": {"name": "demo", "kind": "demo", "split": {"mode": "given"}},
+                           "siamese": {"input_size": SIZE, "epochs": 1, "batch_size": 2, "lr": 1e-3,
+                                       "max_train_pairs": 2, "freeze_backbone": True}})
+    index = load_dataset(cfg)
+    store = results / "pseudo_flow.zarr"
+    root = zarr.open_group(str(store), mode="w")
+    for n, p in enumerate(q for q in index.pairs if q.split == "train"):
+        g = root.create_group(f"p{n:05d}")
+        g.attrs.update({"pair_id": p.pair_id, "src_hw": [SIZE, SIZE], "trg_hw": [SIZE, SIZE]})
+        g.create_array("flow", data=np.zeros((8, 8, 2), np.float32))
+        g.create_array("mask", data=np.ones((8, 8), bool))
+    return cfg, store, results
+
+
+def test_initial_weights_are_the_untrained_network(tiny_demo_run):
+    """``out_init`` holds the seeded network before any step (the siamese@init rows); training moved it."""
+    from pipeline_lib.siamese import stage
+    from pipeline_lib.training import relative_change
+
+    cfg, store, results = tiny_demo_run
+    out = results / "siamese"
+    stage.train(cfg, "efficientnet_lite0", [store], out / "model.pt", out_init=out / "init.pt")
+    init, trained = (torch.load(out / f, map_location="cpu", weights_only=False) for f in ("init.pt", "model.pt"))
+    assert init["meta"] == trained["meta"] and init["meta"]["siamese"]["epochs"] == 1
+    torch.manual_seed(cfg["seed"])  # what train() does before building the network
+    fresh = stage._model(cfg, "efficientnet_lite0").state_dict()
+    assert init["model"].keys() == fresh.keys()
+    assert all(torch.equal(init["model"][k], fresh[k]) for k in fresh)
+    head = [k for k in fresh if k.startswith(("decoder.", "head."))]
+    flat = lambda sd: torch.cat([sd[k].reshape(-1).float() for k in head])  # noqa: E731
+    assert relative_change(flat(init["model"]), flat(trained["model"])) > 0
+    log = (out / "train_log.csv").read_text().splitlines()
+    assert log[0].split(",")[-2:] == ["under_T", "epe_px"] and len(log) == 2
+
+
+def test_predict_writes_the_given_method_name(tiny_demo_run):
+    import json
+
+    from pipeline_lib.siamese import stage
+
+    cfg, store, results = tiny_demo_run
+    out = results / "siamese"
+    if not (out / "init.pt").exists():
+        stage.train(cfg, "efficientnet_lite0", [store], out / "model.pt", out_init=out / "init.pt")
+    cfg = {**cfg, "evaluation": {**cfg["evaluation"], "split": "all"}}
+    stage.predict(cfg, "efficientnet_lite0", out / "init.pt", results / "p.csv", results / "p.json",
+                  method="siamese@init")
+    assert json.loads((results / "p.json").read_text())["method"] == "siamese@init"
+    assert (results / "p.csv").read_text().count("\n") > 1

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline_lib.methods.registry import evaluated_methods
+
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # The full chain in miniature: features -> manifold -> pseudo flow -> Siamese training -> encoder features ->
 # layer search -> gaur_hpf, evaluated next to nn, hpf and the Siamese network's own flow.
@@ -61,8 +63,10 @@ def test_tiny_run_writes_the_result_contract(tiny_run):
                 "n_keypoints"):
         assert col in rows[0]
     overall = [r for r in rows if r["category"] == "all"]
-    assert [float(r["alpha"]) for r in overall] == [0.05, 0.1, 0.15] * len(METHODS)
-    assert [r["method"] for r in overall] == [m for m in METHODS for _ in range(3)]  # a row per method, config order
+    rows_of = evaluated_methods(METHODS)  # config order, each trained method followed by its @init row
+    assert "siamese@init" in rows_of
+    assert [float(r["alpha"]) for r in overall] == [0.05, 0.1, 0.15] * len(rows_of)
+    assert [r["method"] for r in overall] == [m for m in rows_of for _ in range(3)]
     assert all(int(r["n_pairs"]) == 4 for r in overall)  # 2 test pairs per category
     pcks = [float(r["pck_per_pair"]) for r in overall if r["method"] == "nn"]
     assert pcks == sorted(pcks) and pcks[-1] > 0

@@ -16,7 +16,7 @@ rule extract_siamese_features:
     resources:
         mem_mb=8000,
         runtime=60,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/extract_siamese_features.py"
 
@@ -44,7 +44,7 @@ rule search_gaur_layers:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/search_hyperpixel_layers.py"
 
@@ -68,6 +68,6 @@ rule predict_gaur_hpf:
     resources:
         mem_mb=8000,
         runtime=60,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/predict_hpf.py"

@@ -1,6 +1,8 @@
 # Path builders and target lists; no science here.
 import json
 
+import torch
+
 from pipeline_lib.methods.registry import INIT_SUFFIX, evaluated_methods
 from pipeline_lib.stage_io import categories, feature_key
 
@@ -10,6 +12,9 @@ DATA = f"{R}/{D}"
 # Features are cached per image set and resolution, not per config: configs over the same images share them.
 FEAT_ID = f"{feature_key(config)}/{config['image']['longer_side']}px-{config['features']['dtype']}"
 FEAT = f"{R}/features/{FEAT_ID}"
+# GPUs each torch job asks the scheduler for: one whenever the resolved device is CUDA (device: cuda, or
+# auto where Snakemake runs on a machine that sees one; on a cluster whose login node has no GPU, say cuda).
+GPUS = 1 if config["device"] == "cuda" or (config["device"] == "auto" and torch.cuda.is_available()) else 0
 
 
 wildcard_constraints:

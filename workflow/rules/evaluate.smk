@@ -16,6 +16,8 @@ rule evaluate_method:
         cfg=cfg_params("dataset", "evaluation", "image"),
     log:
         f"logs/evaluate_method/{D}/{{backbone}}/{{method}}.log",
+    benchmark:
+        f"benchmarks/evaluate_method/{D}/{{backbone}}/{{method}}.tsv"
     resources:
         mem_mb=2000,
         runtime=10,
@@ -25,7 +27,9 @@ rule evaluate_method:
 
 rule aggregate_results:
     input:
-        summaries=expand(f"{DATA}/{{{{backbone}}}}/methods/{{method}}/pck_summary.csv", method=config["methods"]),
+        summaries=expand(
+            f"{DATA}/{{{{backbone}}}}/methods/{{method}}/pck_summary.csv", method=evaluated_methods(config["methods"])
+        ),
     output:
         csv=f"{DATA}/{{backbone}}/pck_summary.csv",
         md=f"{DATA}/{{backbone}}/pck_summary.md",
@@ -45,6 +49,8 @@ rule aggregate_results:
         ),
     log:
         f"logs/aggregate_results/{D}/{{backbone}}.log",
+    benchmark:
+        f"benchmarks/aggregate_results/{D}/{{backbone}}.tsv"
     resources:
         mem_mb=1000,
         runtime=5,

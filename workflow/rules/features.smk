@@ -13,6 +13,6 @@ rule extract_features:
     resources:
         mem_mb=8000,
         runtime=60,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/extract_features.py"

@@ -20,7 +20,7 @@ rule search_hyperpixel_layers:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/search_hyperpixel_layers.py"
 
@@ -44,6 +44,6 @@ rule predict_hpf:
     resources:
         mem_mb=8000,
         runtime=60,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/predict_hpf.py"

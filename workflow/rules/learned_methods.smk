@@ -1,4 +1,5 @@
-# Trained methods evaluated side by side: SFNet (Lee et al. 2019), WeakAlign (Rocco et al. 2018), FCSS
+# Trained methods evaluated side by side: SFNet (Lee et al. 2019), CNNGeometric (Rocco et al. 2017) and
+# WeakAlign fine-tuned from it (Rocco et al. 2018), FCSS
 # (Kim et al. 2017). Each trains on the training split (checkpoints beside model.pt, resumable) and
 # predicts the evaluation pairs into methods/<m>/, which evaluate_method turns into PCK rows.
 
@@ -8,6 +9,7 @@ rule train_sfnet:
         pair_inputs,
     output:
         weights=f"{DATA}/{{backbone}}/sfnet/model.pt",
+        init=f"{DATA}/{{backbone}}/sfnet/init.pt",
         meta=f"{DATA}/{{backbone}}/sfnet/train_meta.json",
         log_csv=f"{DATA}/{{backbone}}/sfnet/train_log.csv",
         curve=report(
@@ -26,37 +28,102 @@ rule train_sfnet:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/train_sfnet.py"
 
 
-rule predict_sfnet:
+rule predict_sfnet:  # sfnet and sfnet@init (suffix): trained and initial weights, one prediction path
     input:
         pair_inputs,
-        weights=rules.train_sfnet.output.weights,
+        weights=trained_weights("sfnet"),
     output:
-        predictions=f"{DATA}/{{backbone}}/methods/sfnet/predictions.csv",
-        meta=f"{DATA}/{{backbone}}/methods/sfnet/predict_meta.json",
+        predictions=f"{DATA}/{{backbone}}/methods/sfnet{{suffix}}/predictions.csv",
+        meta=f"{DATA}/{{backbone}}/methods/sfnet{{suffix}}/predict_meta.json",
     params:
         cfg=cfg_params("seed", "weights", "sfnet", "evaluation", dataset_keys=("kind", "root", "split")),
+        method=lambda w: f"sfnet{w.suffix}",
     log:
-        f"logs/predict_sfnet/{D}/{{backbone}}.log",
+        f"logs/predict_sfnet/{D}/{{backbone}}{{suffix}}.log",
     benchmark:
-        f"benchmarks/predict_sfnet/{D}/{{backbone}}.tsv"
+        f"benchmarks/predict_sfnet/{D}/{{backbone}}{{suffix}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/predict_sfnet.py"
 
 
-rule train_weakalign:
+rule train_cnngeometric:
     input:
         pair_inputs,
     output:
+        weights=f"{DATA}/{{backbone}}/cnngeometric/model.pt",
+        init=f"{DATA}/{{backbone}}/cnngeometric/init.pt",
+        meta=f"{DATA}/{{backbone}}/cnngeometric/train_meta.json",
+        log_csv=f"{DATA}/{{backbone}}/cnngeometric/train_log.csv",
+        curve=report(
+            f"{DATA}/{{backbone}}/cnngeometric/loss_curve.png",
+            caption="../report/loss_curve.rst",
+            category="Training",
+            subcategory="cnngeometric",
+        ),
+    params:
+        # the network's architecture is the weakalign section's; its fine-tuning keys do not matter here
+        cfg=cfg_params(
+            "seed",
+            "weights",
+            "cnngeometric",
+            "weakalign",
+            dataset_keys=("kind", "root", "split"),
+            drop={"weakalign": ("epochs", "lr", "batch_size", "weight_decay", "swap_prob", "flip_prob",
+                                "crop_fraction", "threshold_cells", "normalise", "transfer")},
+        ),
+    log:
+        f"logs/train_cnngeometric/{D}/{{backbone}}.log",
+    benchmark:
+        f"benchmarks/train_cnngeometric/{D}/{{backbone}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=GPUS,
+    script:
+        "../scripts/train_cnngeometric.py"
+
+
+# cnngeometric (trained weights) and cnngeometric@init (identity heads): WeakAlign's prediction path.
+rule predict_cnngeometric:
+    input:
+        pair_inputs,
+        weights=trained_weights("cnngeometric"),
+    output:
+        predictions=f"{DATA}/{{backbone}}/methods/cnngeometric{{suffix}}/predictions.csv",
+        meta=f"{DATA}/{{backbone}}/methods/cnngeometric{{suffix}}/predict_meta.json",
+    params:
+        cfg=cfg_params("seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split")),
+        method=lambda w: f"cnngeometric{w.suffix}",
+    log:
+        f"logs/predict_cnngeometric/{D}/{{backbone}}{{suffix}}.log",
+    benchmark:
+        f"benchmarks/predict_cnngeometric/{D}/{{backbone}}{{suffix}}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=GPUS,
+    script:
+        "../scripts/predict_cnngeometric.py"
+
+
+# WeakAlign fine-tunes the CNNGeometric checkpoint (Rocco et al. 2018 Sec. 4.1).
+rule train_weakalign:
+    input:
+        pair_inputs,
+        init_from=rules.train_cnngeometric.output.weights,
+    output:
         weights=f"{DATA}/{{backbone}}/weakalign/model.pt",
+        init=f"{DATA}/{{backbone}}/weakalign/init.pt",
         meta=f"{DATA}/{{backbone}}/weakalign/train_meta.json",
         log_csv=f"{DATA}/{{backbone}}/weakalign/train_log.csv",
         curve=report(
@@ -75,28 +142,30 @@ rule train_weakalign:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/train_weakalign.py"
 
 
+# weakalign and weakalign@init (= the CNNGeometric weights it starts from), one prediction path.
 rule predict_weakalign:
     input:
         pair_inputs,
-        weights=rules.train_weakalign.output.weights,
+        weights=trained_weights("weakalign"),
     output:
-        predictions=f"{DATA}/{{backbone}}/methods/weakalign/predictions.csv",
-        meta=f"{DATA}/{{backbone}}/methods/weakalign/predict_meta.json",
+        predictions=f"{DATA}/{{backbone}}/methods/weakalign{{suffix}}/predictions.csv",
+        meta=f"{DATA}/{{backbone}}/methods/weakalign{{suffix}}/predict_meta.json",
     params:
         cfg=cfg_params("seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split")),
+        method=lambda w: f"weakalign{w.suffix}",
     log:
-        f"logs/predict_weakalign/{D}/{{backbone}}.log",
+        f"logs/predict_weakalign/{D}/{{backbone}}{{suffix}}.log",
     benchmark:
-        f"benchmarks/predict_weakalign/{D}/{{backbone}}.tsv"
+        f"benchmarks/predict_weakalign/{D}/{{backbone}}{{suffix}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/predict_weakalign.py"
 
@@ -106,6 +175,7 @@ rule train_fcss:
         pair_inputs,
     output:
         weights=f"{DATA}/{{backbone}}/fcss/model.pt",
+        init=f"{DATA}/{{backbone}}/fcss/init.pt",
         meta=f"{DATA}/{{backbone}}/fcss/train_meta.json",
         log_csv=f"{DATA}/{{backbone}}/fcss/train_log.csv",
         curve=report(
@@ -124,27 +194,29 @@ rule train_fcss:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/train_fcss.py"
 
 
+# fcss and fcss@init (seeded random sampling patterns, ImageNet backbone), one prediction path.
 rule predict_fcss:
     input:
         pair_inputs,
-        weights=rules.train_fcss.output.weights,
+        weights=trained_weights("fcss"),
     output:
-        predictions=f"{DATA}/{{backbone}}/methods/fcss/predictions.csv",
-        meta=f"{DATA}/{{backbone}}/methods/fcss/predict_meta.json",
+        predictions=f"{DATA}/{{backbone}}/methods/fcss{{suffix}}/predictions.csv",
+        meta=f"{DATA}/{{backbone}}/methods/fcss{{suffix}}/predict_meta.json",
     params:
         cfg=cfg_params("seed", "weights", "fcss", "evaluation", "image", dataset_keys=("kind", "root", "split")),
+        method=lambda w: f"fcss{w.suffix}",
     log:
-        f"logs/predict_fcss/{D}/{{backbone}}.log",
+        f"logs/predict_fcss/{D}/{{backbone}}{{suffix}}.log",
     benchmark:
-        f"benchmarks/predict_fcss/{D}/{{backbone}}.tsv"
+        f"benchmarks/predict_fcss/{D}/{{backbone}}{{suffix}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/predict_fcss.py"

@@ -9,6 +9,7 @@ rule train_siamese:
         pseudo_flow=lambda w: pseudo_flow_outputs(w.backbone),
     output:
         weights=f"{DATA}/{{backbone}}/siamese/model.pt",
+        init=f"{DATA}/{{backbone}}/siamese/init.pt",
         log_csv=f"{DATA}/{{backbone}}/siamese/train_log.csv",
         curve=report(
             f"{DATA}/{{backbone}}/siamese/loss_curve.png",
@@ -27,27 +28,29 @@ rule train_siamese:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/train_siamese.py"
 
 
+# siamese (trained weights) and siamese@init (the weights training started from), one prediction path.
 rule predict_siamese:
     input:
         pair_inputs,
-        weights=rules.train_siamese.output.weights,
+        weights=trained_weights("siamese"),
     output:
-        predictions=f"{DATA}/{{backbone}}/methods/siamese/predictions.csv",
-        meta=f"{DATA}/{{backbone}}/methods/siamese/predict_meta.json",
+        predictions=f"{DATA}/{{backbone}}/methods/siamese{{suffix}}/predictions.csv",
+        meta=f"{DATA}/{{backbone}}/methods/siamese{{suffix}}/predict_meta.json",
     params:
         cfg=cfg_params("seed", "siamese", "evaluation", dataset_keys=("kind", "root", "split")),
+        method=lambda w: f"siamese{w.suffix}",
     log:
-        f"logs/predict_siamese/{D}/{{backbone}}.log",
+        f"logs/predict_siamese/{D}/{{backbone}}{{suffix}}.log",
     benchmark:
-        f"benchmarks/predict_siamese/{D}/{{backbone}}.tsv"
+        f"benchmarks/predict_siamese/{D}/{{backbone}}{{suffix}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=1 if config["device"] == "cuda" else 0,
+        gpu=GPUS,
     script:
         "../scripts/predict_siamese.py"

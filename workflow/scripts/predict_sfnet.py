@@ -2,4 +2,5 @@ from pipeline_lib.sfnet import stage
 from pipeline_lib.snakemake_adapter import run_stage
 
 run_stage(snakemake, lambda cfg: stage.predict(cfg, snakemake.wildcards.backbone, snakemake.input.weights,
-                                               snakemake.output.predictions, snakemake.output.meta))
+                                               snakemake.output.predictions, snakemake.output.meta,
+                                               method=snakemake.params.method))

@@ -1,4 +1,5 @@
 from pipeline_lib.fcss import stage
 from pipeline_lib.snakemake_adapter import run_stage
 
-run_stage(snakemake, lambda cfg: stage.train(cfg, snakemake.wildcards.backbone, snakemake.output.weights))
+run_stage(snakemake, lambda cfg: stage.train(cfg, snakemake.wildcards.backbone, snakemake.output.weights,
+                                             out_init=snakemake.output.init))
