@@ -1,7 +1,6 @@
 """CNNGeometric (Rocco et al. 2017): synthetic warps with known parameters, the grid loss, a short
 training run through the shared loop, and the stages that save init.pt and hand the weights to WeakAlign."""
 
-import math
 
 import pytest
 import torch
@@ -19,12 +18,7 @@ from pipeline_lib.weakalign.synthetic import (AFFINE_ROTATION_MAX_DEG, AFFINE_SC
 S = 64  # model input side: a 4 x 4 feature grid
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def smooth_images(n, size=S, seed=0):

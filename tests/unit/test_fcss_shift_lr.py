@@ -18,12 +18,7 @@ from pipeline_lib.training import TrainConfig, param_groups
 from .test_fcss_train import tiny_index
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def model_of(layers=("block00", "block01")):

@@ -1,6 +1,5 @@
 """Algorithm 1 on real features of the generated demo: it converges and records what the next stage needs."""
 
-import numpy as np
 
 from pipeline_lib.manifold.measures import keypoint_part_ami
 from pipeline_lib.manifold.refine import ManifoldConfig, run_manifold

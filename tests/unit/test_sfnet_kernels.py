@@ -8,13 +8,7 @@ from pipeline_lib.sfnet import BETA, KERNEL_SIGMA_CELLS, SFNetConfig, build_sfne
 from pipeline_lib.sfnet.model import cell_to_normalised, correlation, layers_by_stride, normalised_cell_grid
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread, which also avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def gaussian_peak(hw, centre_xy, sigma, dtype=torch.float64):

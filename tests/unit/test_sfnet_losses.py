@@ -11,13 +11,7 @@ H, W = 10, 12
 SHIFT_CELLS = 2.0  # the target is the source moved 2 cells to the right
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors run fastest on one thread, which also avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def cells_to_norm(dx_cells, w=W):

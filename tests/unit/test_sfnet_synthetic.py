@@ -11,13 +11,7 @@ S = 64
 NO_AUG = dict(flip_prob=0.0, color_jitter=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors run fastest on one thread, which also avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def smooth_images(n, seed=0):

@@ -25,14 +25,9 @@ SHIFT = (5, 3)  # planted flow: source pixel p shows the same content as target 
 N_PAIRS = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU, spinning OpenMP threads made these
-    tests ~5x slower (measured 138 s vs 24 s for this file at load 10 on 2 cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread: on a shared, oversubscribed CPU, spinning OpenMP threads made these tests ~5x slower
+# (measured 138 s vs 24 s for test_siamese_model.py at load 10 on 2 cores).
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def constant_flow(pair, src_hw, trg_hw):

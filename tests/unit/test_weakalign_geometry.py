@@ -18,13 +18,7 @@ TPS_OFFSETS = torch.tensor([[0.05, -0.08, 0.0, 0.1, -0.05, 0.07, -0.06, 0.04, 0.
                              -0.04, 0.06, 0.03, 0.0, 0.08, -0.07, 0.05, -0.02, 0.04]], dtype=D)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors run fastest on one thread, which also avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def known_tps():

@@ -14,13 +14,7 @@ L = 15  # Rocco et al.: 15 x 15 grid at 240 px
 TRUE_AFFINE = torch.tensor([[0.85, -0.1, 0.12, 0.08, 0.9, -0.1]], dtype=D)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors run fastest on one thread, which also avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def matches_of(theta_aff, hw=(L, L), width_cells=0.7):
