@@ -1,6 +1,5 @@
 """Algorithm 1 on real features of the generated demo: it converges and records what the next stage needs."""
 
-
 from pipeline_lib.manifold.measures import keypoint_part_ami
 from pipeline_lib.manifold.refine import ManifoldConfig, run_manifold
 from pipeline_lib.manifold.stage import category_images, grid_features, image_keypoints, keypoint_cells
