@@ -13,13 +13,13 @@ from typing import Mapping, Sequence
 import torch
 
 from ..backbones import build_backbone, resolve_device
+from ..stage_io import eval_pairs, finish_predictions, load_dataset, write_meta
 from ..training import TrainConfig, fit, load_checkpoint, resumable_settings, save_weights
 from .augment import AugmentConfig
 from .data import PseudoFlowStores, SiamesePairData, batch_factory, demo_flow_provider, grid_flow_provider
 from .loss import batch_loss
 from .model import SiameseFlowNet
 from .predict import predict_by_retrieval, predict_pairs
-from ..stage_io import eval_pairs, finish_predictions, load_dataset, write_meta
 
 log = logging.getLogger(__name__)
 # siamese config keys that shape the network (a checkpoint is rebuilt with the values it was trained with)

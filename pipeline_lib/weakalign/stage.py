@@ -12,7 +12,6 @@ Both checkpoints are the same network (:class:`WeakAlign`; its architecture is s
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Mapping
 
 import torch
 
-from ..backbones import build_backbone, resolve_device
+from ..backbones import build_backbone, checkpoint_key, resolve_device
 from ..config import ConfigError, section
 from ..sfnet.predict import predict_pairs
 from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
@@ -59,10 +58,6 @@ def build(cfg: Mapping, backbone_name: str) -> WeakAlign:
     torch.manual_seed(cfg["seed"])
     backbone = build_backbone(backbone_name, weights_path=cfg["weights"].get(backbone_name))
     return build_weakalign(settings(cfg).model, backbone)
-
-
-def _sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_init(model: WeakAlign, init_from: str | Path) -> WeakAlign:
@@ -122,7 +117,7 @@ def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, init_from: 
     start = {"init_from": None}
     if init_from is not None:
         load_init(model, init_from)
-        start = {"init_from": str(init_from), "init_sha256": _sha256(init_from)}
+        start = {"init_from": str(init_from), "init_sha256": checkpoint_key(init_from)}
     if out_init is not None:
         save_weights(model, out_init, {"method": WEAKALIGN, WEAKALIGN: dict(cfg[WEAKALIGN]), "backbone": backbone_name,
                                        "initial": True, **start})
@@ -145,4 +140,4 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
     preds, ms = predict_pairs(weakalign_keypoint_fn(model, s.transfer), index, pairs, desc=method)
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device),
                        image_size=s.model.image_size, layer=model.layer, transfer=s.transfer,
-                       weights_sha256=_sha256(weights))
+                       weights_sha256=checkpoint_key(weights))
