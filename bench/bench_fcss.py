@@ -118,7 +118,7 @@ def fcss_train_step(model, src, trg, seed):
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def run():
-        loss = loss_fn(model, batch)
+        loss, _ = loss_fn(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

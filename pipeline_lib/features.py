@@ -17,7 +17,7 @@ import logging
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -98,17 +98,28 @@ class FeatureStore:
         self._pos = {k: i for i, k in enumerate(self.image_ids)}
         self.layers: list[dict] = list(self.attrs["layers"])
         self.layer_names = [x["name"] for x in self.layers]
+        self._images: dict[str, tuple[Any, tuple[int, int], tuple[int, int]]] = {}
+
+    def _image(self, image_id: str) -> tuple[Any, tuple[int, int], tuple[int, int]]:
+        """(zarr group, resized_hw, original_hw) of an image, read once: every zarr lookup is a round
+        trip through its event loop (~1 ms), and matching asks for the sizes of each pair many times
+        (a layer search scores hundreds of layer sets on the same pairs)."""
+        if image_id not in self._images:
+            if image_id not in self._pos:
+                raise KeyError(f"image '{image_id}' is not in {self.path}; re-extract features for this dataset.")
+            g = self.root["images"][_group_key(self._pos[image_id])]
+            attrs = dict(g.attrs)
+            self._images[image_id] = (g, tuple(attrs["resized_hw"]), tuple(attrs["original_hw"]))
+        return self._images[image_id]
 
     def _group(self, image_id: str):
-        if image_id not in self._pos:
-            raise KeyError(f"image '{image_id}' is not in {self.path}; re-extract features for this dataset.")
-        return self.root["images"][_group_key(self._pos[image_id])]
+        return self._image(image_id)[0]
 
     def resized_hw(self, image_id: str) -> tuple[int, int]:
-        return tuple(self._group(image_id).attrs["resized_hw"])
+        return self._image(image_id)[1]
 
     def original_hw(self, image_id: str) -> tuple[int, int]:
-        return tuple(self._group(image_id).attrs["original_hw"])
+        return self._image(image_id)[2]
 
     def get(self, image_id: str, layers: Iterable[str]) -> dict[str, np.ndarray]:
         g = self._group(image_id)

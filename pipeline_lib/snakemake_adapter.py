@@ -19,6 +19,16 @@ def fix_threads(n: int) -> int:
     return n
 
 
+def trained_and_init(smk: Any, method: str) -> tuple[tuple[str, str, str, str], ...]:
+    """(weights, predictions, meta, row name) of a trained method's two rows, from a predict rule
+    declared with ``trained_inputs``/``trained_outputs``: trained weights first, then ``<method>@init``."""
+    from .methods.registry import INIT_SUFFIX
+
+    i, o = smk.input, smk.output
+    return ((i.weights, o.predictions, o.meta, method),
+            (i.init, o.init_predictions, o.init_meta, method + INIT_SUFFIX))
+
+
 def run_stage(smk: Any, fn: Callable[[dict], None]) -> None:
     """Attach a log handler to ``smk.log[0]`` (and stderr), pin torch's thread count to the rule's
     ``threads``, then run ``fn(config)``; errors are logged with their message before they stop the job."""

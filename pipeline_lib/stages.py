@@ -18,7 +18,7 @@ from .backbones import build_backbone, resolve_device
 from .config import config_json, section
 from .datasets import demo as demo_data
 from .evaluation import evaluate_predictions, read_predictions, summarise
-from .evaluation.summary import PER_PAIR_COLUMNS, SUMMARY_COLUMNS, read_csv, write_csv, write_summary_tables
+from .evaluation.summary import PER_PAIR_COLUMNS, SUMMARY_COLUMNS, write_csv, write_summary_tables
 from .features import FeatureStore, extract_features
 from .hpf import stage as hpf_stage
 from .methods import PREDICTORS, predict_pairs
@@ -99,17 +99,37 @@ def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), **params)
 
 
-def evaluate(cfg: Mapping, method: str, backbone: str, predictions: str | Path, predict_meta: str | Path,
-             per_pair_csv: str | Path, summary_csv: str | Path) -> None:
+def evaluate(cfg: Mapping, methods: Sequence[str], backbone: str, predictions: Sequence[str | Path],
+             predict_metas: Sequence[str | Path], per_pair_csvs: Sequence[str | Path],
+             summary_csvs: Sequence[str | Path]) -> list[dict]:
+    """PCK of every method's predictions on the evaluation pairs (the dataset is indexed once).
+
+    Writes each method's per-pair and summary CSV (``methods/<m>/pck_{per_pair,summary}.csv``) and
+    returns all summary rows, in the order of ``methods``."""
+    lists = (predictions, predict_metas, per_pair_csvs, summary_csvs)
+    if any(len(x) != len(methods) for x in lists):
+        raise ValueError(f"evaluate: {len(methods)} methods but {[len(x) for x in lists]} predictions/metas/outputs")
     index = load_dataset(cfg)
     ev, pairs = eval_pairs(cfg, index)
-    rows = evaluate_predictions(method, pairs, index.images, read_predictions(predictions), ev)
-    meta = json.loads(Path(predict_meta).read_text())
-    extra = {"dataset": index.name, "backbone": backbone, "direction": ev.direction, "split": ev.split,
-             "longer_side": cfg["image"]["longer_side"], "n_skipped": len(index.skipped),
-             "ms_per_pair": round(float(meta.get("ms_per_pair", float("nan"))), 3)}
-    write_csv(per_pair_csv, rows, PER_PAIR_COLUMNS)
-    write_csv(summary_csv, summarise(rows, extra), SUMMARY_COLUMNS)
+    out: list[dict] = []
+    for method, pred, meta_path, per_pair_csv, summary_csv in zip(methods, *lists):
+        rows = evaluate_predictions(method, pairs, index.images, read_predictions(pred), ev)
+        meta = json.loads(Path(meta_path).read_text())
+        extra = {"dataset": index.name, "backbone": backbone, "direction": ev.direction, "split": ev.split,
+                 "longer_side": cfg["image"]["longer_side"], "n_skipped": len(index.skipped),
+                 "ms_per_pair": round(float(meta.get("ms_per_pair", float("nan"))), 3)}
+        summary = summarise(rows, extra)
+        write_csv(per_pair_csv, rows, PER_PAIR_COLUMNS)
+        write_csv(summary_csv, summary, SUMMARY_COLUMNS)
+        out += summary
+    return out
+
+
+def evaluate_and_aggregate(cfg: Mapping, methods: Sequence[str], backbone: str, predictions, predict_metas,
+                           per_pair_csvs, summary_csvs, csv_path, md_path, png_path, html_path=None) -> None:
+    """:func:`evaluate` every method, then the result contract pck_summary.csv (+ Markdown, plot, HTML)."""
+    rows = evaluate(cfg, methods, backbone, predictions, predict_metas, per_pair_csvs, summary_csvs)
+    write_summary_tables(rows, csv_path, md_path, png_path, html_path)
 
 
 def search_layers(cfg: Mapping, features, out_json, out_csv, out_png, checkpoint=None) -> None:
@@ -124,12 +144,6 @@ def learn_manifold(cfg: Mapping, category: str, features, out_store, out_kfd, ou
     learn(cfg, category, features, out_store, out_kfd, out_labels_png, out_conv_png)
 
 
-def aggregate(method_summaries: Sequence[str | Path], csv_path, md_path, png_path, html_path=None) -> None:
-    """Concatenate every method's summary into the result contract pck_summary.csv (+ Markdown, plot, HTML)."""
-    rows = [r for path in method_summaries for r in read_csv(path)]
-    write_summary_tables(rows, csv_path, md_path, png_path, html_path)
-
-
 __all__ = ["generate_demo", "index_dataset", "extract", "extract_encoder", "open_features", "predict",
-           "finish_predictions", "evaluate", "aggregate",
+           "finish_predictions", "evaluate", "evaluate_and_aggregate",
            "load_dataset", "eval_pairs", "write_meta", "config_json"]

@@ -165,9 +165,20 @@ def make_batches(pairs: Sequence[TrainPair], batch_size: int) -> Callable[[int, 
     return batches
 
 
+@dataclass(frozen=True)
+class PairSamples:
+    """What one pair's samples did: counts, and how many negatives were inside the margin (those are the
+    only negatives with a gradient, Kim et al. Eq. 13) and the positives' mean squared distance."""
+
+    n_pos: int
+    n_neg: int
+    n_active_neg: int
+    pos_d2: float
+
+
 def pair_loss(model: FCSS, pair: TrainPair, cfg: FCSSTrainConfig, generator: torch.Generator,
-              device: torch.device) -> tuple[torch.Tensor, int, int]:
-    """Loss of one pair and its (n_positive, n_negative) samples."""
+              device: torch.device) -> tuple[torch.Tensor, PairSamples]:
+    """Loss of one pair and what its samples did."""
     src_img, trg_img = pair.src_image.to(device), pair.trg_image.to(device)
     if src_img.shape == trg_img.shape:
         desc = model(torch.stack([src_img, trg_img]))
@@ -181,7 +192,12 @@ def pair_loss(model: FCSS, pair: TrainPair, cfg: FCSSTrainConfig, generator: tor
     dim = src_desc.shape[0]
     a = src_desc.reshape(dim, -1)[:, s].T
     b = trg_desc.reshape(dim, -1)[:, t].T
-    return contrastive_loss(a, b, labels, cfg.margin), int(labels.sum()), int((~labels).sum())
+    with torch.no_grad():
+        d2 = (a - b).pow(2).sum(1)
+        pos = labels.to(torch.bool)
+        samples = PairSamples(int(pos.sum()), int((~pos).sum()), int(((~pos) & (d2 < cfg.margin)).sum()),
+                              float(d2[pos].mean()) if pos.any() else float("nan"))
+    return contrastive_loss(a, b, labels, cfg.margin), samples
 
 
 def shift_parameters(model: FCSS) -> dict[str, torch.Tensor]:
@@ -198,26 +214,32 @@ def shift_displacement(model: FCSS, initial: dict[str, torch.Tensor]) -> torch.T
 
 
 def make_loss_fn(cfg: FCSSTrainConfig, initial_shifts: dict[str, torch.Tensor] | None = None
-                 ) -> Callable[[FCSS, TrainBatch], torch.Tensor | tuple]:
-    """``loss_fn(model, batch)`` for :func:`fit`: mean of Kim et al. Eq. 13 over the batch's pairs. With
-    ``initial_shifts`` (:func:`shift_parameters` of the model before training, cloned) it also reports
-    ``shift_displacement_cells``: how far the sampling shifts moved (mean over patterns, cells), so the
-    training log shows whether the sampling patterns learn."""
+                 ) -> Callable[[FCSS, TrainBatch], tuple[torch.Tensor, dict]]:
+    """``loss_fn(model, batch) -> (loss, metrics)`` for :func:`fit`: the mean of Kim et al. Eq. 13 over the
+    batch's pairs, and what tells whether the model can learn from them: ``positive_share`` (consistent
+    matches among the samples), ``active_negative_share`` (negatives inside the margin: the only ones
+    with a gradient), ``positive_d2`` (mean squared descriptor distance of the positives) and, with
+    ``initial_shifts`` (:func:`shift_parameters` before training, cloned), ``shift_displacement_cells``:
+    how far the sampling shifts moved (mean over patterns, cells)."""
 
     def loss_fn(model: FCSS, batch: TrainBatch):
         device = next(model.parameters()).device
         gen = torch.Generator().manual_seed(batch.seed)
-        losses = []
+        losses, samples = [], []
         for pair in batch.pairs:
-            loss, n_pos, n_neg = pair_loss(model, pair, cfg, gen, device)
+            loss, done = pair_loss(model, pair, cfg, gen, device)
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("pair %s: %d positives, %d negatives, loss %.5f", pair.pair_id, n_pos, n_neg,
-                          loss.detach().item())
+                log.debug("pair %s: %s, loss %.5f", pair.pair_id, done, loss.detach().item())
             losses.append(loss)
-        total = torch.stack(losses).mean()
-        if initial_shifts is None:
-            return total
-        return total, {"shift_displacement_cells": shift_displacement(model, initial_shifts)}
+            samples.append(done)
+        n_pos, n_neg = sum(x.n_pos for x in samples), sum(x.n_neg for x in samples)
+        pos_d2 = [x.pos_d2 for x in samples if x.n_pos]
+        metrics = {"positive_share": n_pos / max(1, n_pos + n_neg),
+                   "active_negative_share": sum(x.n_active_neg for x in samples) / max(1, n_neg),
+                   "positive_d2": float(np.mean(pos_d2)) if pos_d2 else float("nan")}
+        if initial_shifts is not None:
+            metrics["shift_displacement_cells"] = shift_displacement(model, initial_shifts)
+        return torch.stack(losses).mean(), metrics
 
     return loss_fn
 

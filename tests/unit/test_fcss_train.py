@@ -93,9 +93,10 @@ def test_loss_is_finite_and_reaches_the_shifts(tmp_path):
     model = build_fcss(FCSSConfig(n_patterns=8), build_backbone("efficientnet_lite0", pretrained=False))
     pairs = build_training_pairs(tiny_index(tmp_path), FCSSTrainConfig(longer_side=64, max_pairs=2))
     batch = next(iter(make_batches(pairs, 2)(0, torch.Generator().manual_seed(0))))
-    loss = make_loss_fn(FCSSTrainConfig(n_samples=64))(model.train(), batch)
+    loss, metrics = make_loss_fn(FCSSTrainConfig(n_samples=64))(model.train(), batch)
     loss.backward()
     assert torch.isfinite(loss) and loss.item() > 0
+    assert 0 < metrics["positive_share"] <= 1 and 0 <= metrics["active_negative_share"] <= 1
     assert model.css[0].src_offsets.grad.abs().sum() > 0
 
 

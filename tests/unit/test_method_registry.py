@@ -25,4 +25,5 @@ def test_trained_methods_are_schema_methods_with_train_and_init_outputs():
         assert m in enum, m
         # the train rule writes the initial weights, and a predict rule reads them for the @init row
         assert re.search(rf"init=f\"{{DATA}}/{{{{backbone}}}}/{m}/init\.pt\"", rules), m
-        assert re.search(rf"methods/{m}{{{{suffix}}}}/predictions\.csv", rules), m
+        assert re.search(rf"\*\*trained_inputs\(\"{m}\"\)", rules), m  # reads model.pt and init.pt
+        assert re.search(rf"\*\*trained_outputs\(\"{m}\"\)", rules), m  # writes <m> and <m>@init

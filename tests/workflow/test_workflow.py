@@ -36,7 +36,7 @@ def test_dry_run_of_the_default_config(repo, tmp_path):
     r = snakemake(repo, tmp_path, "-n")
     assert r.returncode == 0, r.stderr
     for rule in ("generate_demo", "index_dataset", "extract_features", "predict_nn", "search_hyperpixel_layers",
-                 "predict_hpf", "evaluate_method", "aggregate_results"):
+                 "predict_hpf", "evaluate"):
         assert f"rule {rule}:" in r.stdout + r.stderr
 
 
@@ -119,7 +119,7 @@ def test_rerun_recomputes_nothing_and_forcerun_only_what_depends(repo, tiny_run)
     assert (feat_store / "zarr.json").stat().st_mtime_ns == feat_mtime
     assert (base / "efficientnet_lite0" / "methods" / "nn" / "predictions.csv").stat().st_mtime_ns > pred_mtime
     log = r.stdout + r.stderr
-    assert "rule evaluate_method:" in log and "rule aggregate_results:" in log
+    assert "rule evaluate:" in log
     assert "rule extract_features:" not in log and "rule generate_demo:" not in log
     # A retrained encoder (new model.pt) invalidates exactly the chain after it, nothing of the ImageNet features.
     r = snakemake(repo, tiny_run, "-n", "--forcerun", "train_siamese", config=TINY)

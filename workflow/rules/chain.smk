@@ -12,7 +12,7 @@ rule extract_siamese_features:
         f"logs/extract_siamese_features/{D}/{{backbone}}.log",
     benchmark:
         f"benchmarks/extract_siamese_features/{D}/{{backbone}}.tsv"
-    threads: 2
+    threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
         runtime=60,

@@ -15,17 +15,29 @@ FEAT = f"{R}/features/{FEAT_ID}"
 # GPUs each torch job asks the scheduler for: one whenever the resolved device is CUDA (device: cuda, or
 # auto where Snakemake runs on a machine that sees one; on a cluster whose login node has no GPU, say cuda).
 GPUS = 1 if config["device"] == "cuda" or (config["device"] == "auto" and torch.cuda.is_available()) else 0
+# Threads of every heavy stage (extraction, manifold, training): config `threads`.
+HEAVY_THREADS = config["threads"]
+# The longest chain of the workflow (manifold -> pseudo flow -> Siamese training) starts first, so the
+# other stages fill the remaining cores around it instead of delaying it.
+CHAIN_PRIORITY = 10
 
 
 wildcard_constraints:
     backbone="[A-Za-z0-9_.-]+",
     method="[A-Za-z0-9_+.@-]+",
-    suffix=f"({INIT_SUFFIX})?",  # a trained method's row: "" = trained weights, "@init" = its initial weights
 
 
-def trained_weights(method):
-    """Input function of a trained method's predict rule: model.pt, or init.pt for the ``@init`` row."""
-    return lambda w: f"{DATA}/{w.backbone}/{method}/{'init' if w.suffix else 'model'}.pt"
+def trained_inputs(method):
+    """A trained method's predict rule reads both its trained weights and the ones training started from."""
+    return dict(weights=f"{DATA}/{{backbone}}/{method}/model.pt", init=f"{DATA}/{{backbone}}/{method}/init.pt")
+
+
+def trained_outputs(method):
+    """One predict job writes two rows through one prediction path: ``<method>`` (trained weights) and
+    ``<method>@init`` (initial weights)."""
+    row = f"{DATA}/{{backbone}}/methods/{method}"
+    return dict(predictions=f"{row}/predictions.csv", meta=f"{row}/predict_meta.json",
+                init_predictions=f"{row}{INIT_SUFFIX}/predictions.csv", init_meta=f"{row}{INIT_SUFFIX}/predict_meta.json")
 
 
 def cfg_params(*keys, dataset_keys=None, drop=None):

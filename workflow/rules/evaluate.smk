@@ -1,36 +1,22 @@
-rule evaluate_method:
+# Every evaluated row of the table (each trained method also with its @init weights), in table order.
+EVALUATED = evaluated_methods(config["methods"])
+
+
+def method_files(name):
+    """One file per evaluated method under methods/<method>/ (backbone left as a wildcard)."""
+    return expand(f"{DATA}/{{{{backbone}}}}/methods/{{method}}/{name}", method=EVALUATED)
+
+
+# PCK of every method in one job: the dataset is indexed once and no process starts per method (the
+# evaluation itself takes milliseconds per method); per-method files stay in methods/<method>/.
+rule evaluate:
     input:
         pair_inputs,
-        predictions=f"{DATA}/{{backbone}}/methods/{{method}}/predictions.csv",
-        meta=f"{DATA}/{{backbone}}/methods/{{method}}/predict_meta.json",
+        predictions=method_files("predictions.csv"),
+        metas=method_files("predict_meta.json"),
     output:
-        per_pair=f"{DATA}/{{backbone}}/methods/{{method}}/pck_per_pair.csv",
-        summary=report(
-            f"{DATA}/{{backbone}}/methods/{{method}}/pck_summary.csv",
-            caption="../report/method_summary.rst",
-            category="Evaluation",
-            subcategory="Per method",
-            labels={"dataset": D, "backbone": "{backbone}", "method": "{method}"},
-        ),
-    params:
-        cfg=cfg_params("dataset", "evaluation", "image"),
-    log:
-        f"logs/evaluate_method/{D}/{{backbone}}/{{method}}.log",
-    benchmark:
-        f"benchmarks/evaluate_method/{D}/{{backbone}}/{{method}}.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    script:
-        "../scripts/evaluate_method.py"
-
-
-rule aggregate_results:
-    input:
-        summaries=expand(
-            f"{DATA}/{{{{backbone}}}}/methods/{{method}}/pck_summary.csv", method=evaluated_methods(config["methods"])
-        ),
-    output:
+        per_pair=method_files("pck_per_pair.csv"),
+        summaries=method_files("pck_summary.csv"),
         csv=f"{DATA}/{{backbone}}/pck_summary.csv",
         md=f"{DATA}/{{backbone}}/pck_summary.md",
         png=report(
@@ -47,12 +33,15 @@ rule aggregate_results:
             subcategory="Summary",
             labels={"dataset": D, "backbone": "{backbone}", "what": "table"},
         ),
+    params:
+        cfg=cfg_params("dataset", "evaluation", "image"),
+        methods=EVALUATED,
     log:
-        f"logs/aggregate_results/{D}/{{backbone}}.log",
+        f"logs/evaluate/{D}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/aggregate_results/{D}/{{backbone}}.tsv"
+        f"benchmarks/evaluate/{D}/{{backbone}}.tsv"
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=2000,
+        runtime=10,
     script:
-        "../scripts/aggregate_results.py"
+        "../scripts/evaluate.py"

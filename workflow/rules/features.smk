@@ -9,7 +9,7 @@ rule extract_features:
         f"logs/extract_features/{FEAT_ID}/{{backbone}}.log",
     benchmark:
         f"benchmarks/extract_features/{FEAT_ID}/{{backbone}}.tsv"
-    threads: 2
+    threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
         runtime=60,

@@ -1,7 +1,7 @@
 # Trained methods evaluated side by side: SFNet (Lee et al. 2019), CNNGeometric (Rocco et al. 2017) and
 # WeakAlign fine-tuned from it (Rocco et al. 2018), FCSS
 # (Kim et al. 2017). Each trains on the training split (checkpoints beside model.pt, resumable) and
-# predicts the evaluation pairs into methods/<m>/, which evaluate_method turns into PCK rows.
+# predicts the evaluation pairs into methods/<m>/ and methods/<m>@init/, which `evaluate` turns into PCK rows.
 
 
 rule train_sfnet:
@@ -24,7 +24,7 @@ rule train_sfnet:
         f"logs/train_sfnet/{D}/{{backbone}}.log",
     benchmark:
         f"benchmarks/train_sfnet/{D}/{{backbone}}.tsv"
-    threads: 2
+    threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
@@ -33,20 +33,18 @@ rule train_sfnet:
         "../scripts/train_sfnet.py"
 
 
-rule predict_sfnet:  # sfnet and sfnet@init (suffix): trained and initial weights, one prediction path
+rule predict_sfnet:  # sfnet and sfnet@init: trained and initial weights, one job, one prediction path
     input:
         pair_inputs,
-        weights=trained_weights("sfnet"),
+        **trained_inputs("sfnet"),
     output:
-        predictions=f"{DATA}/{{backbone}}/methods/sfnet{{suffix}}/predictions.csv",
-        meta=f"{DATA}/{{backbone}}/methods/sfnet{{suffix}}/predict_meta.json",
+        **trained_outputs("sfnet"),
     params:
         cfg=cfg_params("seed", "weights", "sfnet", "evaluation", dataset_keys=("kind", "root", "split")),
-        method=lambda w: f"sfnet{w.suffix}",
     log:
-        f"logs/predict_sfnet/{D}/{{backbone}}{{suffix}}.log",
+        f"logs/predict_sfnet/{D}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_sfnet/{D}/{{backbone}}{{suffix}}.tsv"
+        f"benchmarks/predict_sfnet/{D}/{{backbone}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
@@ -84,7 +82,7 @@ rule train_cnngeometric:
         f"logs/train_cnngeometric/{D}/{{backbone}}.log",
     benchmark:
         f"benchmarks/train_cnngeometric/{D}/{{backbone}}.tsv"
-    threads: 2
+    threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
@@ -97,17 +95,15 @@ rule train_cnngeometric:
 rule predict_cnngeometric:
     input:
         pair_inputs,
-        weights=trained_weights("cnngeometric"),
+        **trained_inputs("cnngeometric"),
     output:
-        predictions=f"{DATA}/{{backbone}}/methods/cnngeometric{{suffix}}/predictions.csv",
-        meta=f"{DATA}/{{backbone}}/methods/cnngeometric{{suffix}}/predict_meta.json",
+        **trained_outputs("cnngeometric"),
     params:
         cfg=cfg_params("seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split")),
-        method=lambda w: f"cnngeometric{w.suffix}",
     log:
-        f"logs/predict_cnngeometric/{D}/{{backbone}}{{suffix}}.log",
+        f"logs/predict_cnngeometric/{D}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_cnngeometric/{D}/{{backbone}}{{suffix}}.tsv"
+        f"benchmarks/predict_cnngeometric/{D}/{{backbone}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
@@ -138,7 +134,7 @@ rule train_weakalign:
         f"logs/train_weakalign/{D}/{{backbone}}.log",
     benchmark:
         f"benchmarks/train_weakalign/{D}/{{backbone}}.tsv"
-    threads: 2
+    threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
@@ -151,17 +147,15 @@ rule train_weakalign:
 rule predict_weakalign:
     input:
         pair_inputs,
-        weights=trained_weights("weakalign"),
+        **trained_inputs("weakalign"),
     output:
-        predictions=f"{DATA}/{{backbone}}/methods/weakalign{{suffix}}/predictions.csv",
-        meta=f"{DATA}/{{backbone}}/methods/weakalign{{suffix}}/predict_meta.json",
+        **trained_outputs("weakalign"),
     params:
         cfg=cfg_params("seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split")),
-        method=lambda w: f"weakalign{w.suffix}",
     log:
-        f"logs/predict_weakalign/{D}/{{backbone}}{{suffix}}.log",
+        f"logs/predict_weakalign/{D}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_weakalign/{D}/{{backbone}}{{suffix}}.tsv"
+        f"benchmarks/predict_weakalign/{D}/{{backbone}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
@@ -190,7 +184,7 @@ rule train_fcss:
         f"logs/train_fcss/{D}/{{backbone}}.log",
     benchmark:
         f"benchmarks/train_fcss/{D}/{{backbone}}.tsv"
-    threads: 2
+    threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
@@ -203,17 +197,15 @@ rule train_fcss:
 rule predict_fcss:
     input:
         pair_inputs,
-        weights=trained_weights("fcss"),
+        **trained_inputs("fcss"),
     output:
-        predictions=f"{DATA}/{{backbone}}/methods/fcss{{suffix}}/predictions.csv",
-        meta=f"{DATA}/{{backbone}}/methods/fcss{{suffix}}/predict_meta.json",
+        **trained_outputs("fcss"),
     params:
         cfg=cfg_params("seed", "weights", "fcss", "evaluation", "image", dataset_keys=("kind", "root", "split")),
-        method=lambda w: f"fcss{w.suffix}",
     log:
-        f"logs/predict_fcss/{D}/{{backbone}}{{suffix}}.log",
+        f"logs/predict_fcss/{D}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_fcss/{D}/{{backbone}}{{suffix}}.tsv"
+        f"benchmarks/predict_fcss/{D}/{{backbone}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,

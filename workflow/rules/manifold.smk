@@ -23,7 +23,8 @@ rule learn_manifold:
         f"logs/learn_manifold/{D}/{{backbone}}/{{category}}.log",
     benchmark:
         f"benchmarks/learn_manifold/{D}/{{backbone}}/{{category}}.tsv"
-    threads: 2
+    threads: HEAVY_THREADS
+    priority: CHAIN_PRIORITY
     resources:
         mem_mb=16000,
         runtime=60,
@@ -58,6 +59,7 @@ rule make_pseudo_flow:
         cfg=cfg_params("seed", "pseudo_flow", "evaluation", dataset_keys=("kind", "root", "pairs_csv", "split")),
     log:
         f"logs/make_pseudo_flow/{D}/{{backbone}}/{{category}}.log",
+    priority: CHAIN_PRIORITY
     resources:
         mem_mb=4000,
         runtime=30,

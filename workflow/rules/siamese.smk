@@ -24,7 +24,8 @@ rule train_siamese:
         f"logs/train_siamese/{D}/{{backbone}}.log",
     benchmark:
         f"benchmarks/train_siamese/{D}/{{backbone}}.tsv"
-    threads: 2
+    threads: HEAVY_THREADS
+    priority: CHAIN_PRIORITY
     resources:
         mem_mb=8000,
         runtime=240,
@@ -37,17 +38,16 @@ rule train_siamese:
 rule predict_siamese:
     input:
         pair_inputs,
-        weights=trained_weights("siamese"),
+        **trained_inputs("siamese"),
     output:
-        predictions=f"{DATA}/{{backbone}}/methods/siamese{{suffix}}/predictions.csv",
-        meta=f"{DATA}/{{backbone}}/methods/siamese{{suffix}}/predict_meta.json",
+        **trained_outputs("siamese"),
     params:
         cfg=cfg_params("seed", "siamese", "evaluation", dataset_keys=("kind", "root", "split")),
-        method=lambda w: f"siamese{w.suffix}",
     log:
-        f"logs/predict_siamese/{D}/{{backbone}}{{suffix}}.log",
+        f"logs/predict_siamese/{D}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_siamese/{D}/{{backbone}}{{suffix}}.tsv"
+        f"benchmarks/predict_siamese/{D}/{{backbone}}.tsv"
+    priority: CHAIN_PRIORITY
     resources:
         mem_mb=4000,
         runtime=60,

@@ -1,7 +1,11 @@
 from pipeline_lib.weakalign import stage
-from pipeline_lib.snakemake_adapter import run_stage
+from pipeline_lib.snakemake_adapter import run_stage, trained_and_init
 
-# CNNGeometric predicts through WeakAlign's path with its own weights; params "method" names the row
-run_stage(snakemake, lambda cfg: stage.predict(cfg, snakemake.wildcards.backbone, snakemake.input.weights,
-                                               snakemake.output.predictions, snakemake.output.meta,
-                                               method=snakemake.params.get("method", "cnngeometric")))
+
+# CNNGeometric predicts through WeakAlign's path with its own weights
+def predict_both(cfg):
+    for weights, predictions, meta, method in trained_and_init(snakemake, "cnngeometric"):
+        stage.predict(cfg, snakemake.wildcards.backbone, weights, predictions, meta, method=method)
+
+
+run_stage(snakemake, predict_both)

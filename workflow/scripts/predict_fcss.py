@@ -1,6 +1,10 @@
 from pipeline_lib.fcss import stage
-from pipeline_lib.snakemake_adapter import run_stage
+from pipeline_lib.snakemake_adapter import run_stage, trained_and_init
 
-run_stage(snakemake, lambda cfg: stage.predict(cfg, snakemake.wildcards.backbone, snakemake.input.weights,
-                                               snakemake.output.predictions, snakemake.output.meta,
-                                               method=snakemake.params.get("method", "fcss")))
+
+def predict_both(cfg):
+    for weights, predictions, meta, method in trained_and_init(snakemake, "fcss"):
+        stage.predict(cfg, snakemake.wildcards.backbone, weights, predictions, meta, method=method)
+
+
+run_stage(snakemake, predict_both)

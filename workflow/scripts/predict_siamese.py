@@ -1,7 +1,10 @@
 from pipeline_lib.siamese import stage
-from pipeline_lib.snakemake_adapter import run_stage
+from pipeline_lib.snakemake_adapter import run_stage, trained_and_init
 
-# params "method" (e.g. siamese@init) is optional; the default is the trained network's "siamese"
-run_stage(snakemake, lambda cfg: stage.predict(cfg, snakemake.wildcards.backbone, snakemake.input.weights,
-                                               snakemake.output.predictions, snakemake.output.meta,
-                                               method=snakemake.params.get("method", "siamese")))
+
+def predict_both(cfg):
+    for weights, predictions, meta, method in trained_and_init(snakemake, "siamese"):
+        stage.predict(cfg, snakemake.wildcards.backbone, weights, predictions, meta, method=method)
+
+
+run_stage(snakemake, predict_both)

@@ -1,0 +1,66 @@
+"""The evaluate stage: every method's predictions scored in one pass, per-method files and the table."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from pipeline_lib import stages
+from pipeline_lib.config import validate_config
+from pipeline_lib.datasets import demo
+from pipeline_lib.evaluation.predictions import write_predictions
+from pipeline_lib.stage_io import eval_pairs, load_dataset
+
+
+@pytest.fixture(scope="module")
+def demo_cfg(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    cfg = validate_config({"results_dir": str(results), "dataset": {"name": "demo", "kind": "demo",
+                                                                    "split": {"mode": "given"}},
+                           "demo": {"photos": ["chelsea", "coffee"], "images_per_category": 3, "image_size": 96,
+                                    "n_keypoints": 6},
+                           "image": {"longer_side": 96}})
+    demo.generate(results / "demo" / "data", demo.DemoConfig(photos=("chelsea", "coffee"), images_per_category=3,
+                                                             image_size=96, n_keypoints=6), seed=0)
+    return cfg
+
+
+def _write(tmp_path, name, preds):
+    pred, meta = tmp_path / f"{name}.csv", tmp_path / f"{name}.json"
+    write_predictions(pred, preds)
+    meta.write_text(json.dumps({"ms_per_pair": 1.5}))
+    return pred, meta
+
+
+def test_every_method_scored_against_the_truth_and_side_by_side(demo_cfg, tmp_path):
+    _, pairs = eval_pairs(demo_cfg, load_dataset(demo_cfg))
+    exact = {p.pair_id: np.where(p.valid[:, None], p.trg_kps, np.nan) for p in pairs}
+    far = {k: v + 1000.0 for k, v in exact.items()}  # every keypoint far outside any threshold
+    methods = ["exact", "far"]
+    inputs = [_write(tmp_path, m, preds) for m, preds in zip(methods, (exact, far))]
+    per_pair = [tmp_path / m / "pck_per_pair.csv" for m in methods]
+    summaries = [tmp_path / m / "pck_summary.csv" for m in methods]
+    table = tmp_path / "pck_summary.csv"
+    stages.evaluate_and_aggregate(demo_cfg, methods, "efficientnet_lite0", [i[0] for i in inputs],
+                                  [i[1] for i in inputs], per_pair, summaries, table, tmp_path / "t.md",
+                                  tmp_path / "t.png", tmp_path / "t.html")
+    rows = [r for r in csv.DictReader(table.open()) if r["category"] == "all"]
+    pck = {(r["method"], float(r["alpha"])): float(r["pck_per_pair"]) for r in rows}
+    assert all(pck[("exact", a)] == 100.0 and pck[("far", a)] == 0.0 for a in (0.05, 0.1, 0.15))
+    assert [r["method"] for r in rows] == ["exact"] * 3 + ["far"] * 3  # the order of the methods list
+    for m, path in zip(methods, per_pair):  # each method's own files, one row per pair and alpha
+        own = list(csv.DictReader(path.open()))
+        assert {r["method"] for r in own} == {m} and len(own) == 3 * len(pairs)
+    assert float(next(csv.DictReader(summaries[0].open()))["ms_per_pair"]) == 1.5
+
+
+def test_a_missing_pair_or_a_mismatched_list_is_an_error(demo_cfg, tmp_path):
+    _, pairs = eval_pairs(demo_cfg, load_dataset(demo_cfg))
+    partial = {p.pair_id: p.trg_kps for p in pairs[1:]}
+    pred, meta = _write(tmp_path, "partial", partial)
+    out = [tmp_path / "a.csv"], [tmp_path / "b.csv"]
+    with pytest.raises(KeyError, match=pairs[0].pair_id.replace(">", ".")):
+        stages.evaluate(demo_cfg, ["partial"], "b", [pred], [meta], *out)
+    with pytest.raises(ValueError, match="2 methods"):
+        stages.evaluate(demo_cfg, ["partial", "other"], "b", [pred], [meta], *out)
