@@ -48,7 +48,7 @@ class FCSSTrainConfig:
     n_samples: int = N_SAMPLES  # Kim et al. Sec. 4.1: N = 1024 per image pair
     positive_fraction: float = POSITIVE_FRACTION  # ours: half positives, the rest negatives
     margin: float = MARGIN  # Kim et al. Sec. 4.1: C = 0.2
-    tolerance_cells: float = CONSISTENCY_TOLERANCE_CELLS  # Kim et al.: exact consistency
+    tolerance_cells: float = CONSISTENCY_TOLERANCE_CELLS  # authors' release: 6 px (Kim et al.: exact)
     both_directions: bool = True  # Kim et al.: "running NN search twice"
     max_pairs: int = 0  # 0 = every pair of the split
 

@@ -22,13 +22,13 @@ def as_set(src, trg):
 
 
 def test_positives_are_consistent_pairs_and_negatives_the_rest():
-    sets = consistency_sets(SRC, TRG, FULL, FULL)
+    sets = consistency_sets(SRC, TRG, FULL, FULL, tolerance_cells=0.0)  # Kim et al.'s exact reading
     assert as_set(sets.pos_src, sets.pos_trg) == {(0, 0), (1, 1), (3, 2)}
     assert as_set(sets.neg_src, sets.neg_trg) == {(2, 1), (3, 3)}
 
 
 def test_one_direction_only_keeps_the_source_side_negatives():
-    sets = consistency_sets(SRC, TRG, FULL, FULL, both_directions=False)
+    sets = consistency_sets(SRC, TRG, FULL, FULL, tolerance_cells=0.0, both_directions=False)
     assert as_set(sets.pos_src, sets.pos_trg) == {(0, 0), (1, 1), (3, 2)}
     assert as_set(sets.neg_src, sets.neg_trg) == {(2, 1)}
 
@@ -37,7 +37,7 @@ def test_masks_restrict_both_searches():
     # without s1 and t2: s2->t1->s2 becomes consistent; s3->t1->s2 and t3->s3->t1 are not
     src_mask = torch.tensor([[True, False], [True, True]])
     trg_mask = torch.tensor([[True, True], [False, True]])
-    sets = consistency_sets(SRC, TRG, src_mask, trg_mask)
+    sets = consistency_sets(SRC, TRG, src_mask, trg_mask, tolerance_cells=0.0)
     assert as_set(sets.pos_src, sets.pos_trg) == {(0, 0), (2, 1)}
     assert as_set(sets.neg_src, sets.neg_trg) == {(3, 1), (3, 3)}
     for idx, mask in ((torch.cat([sets.pos_src, sets.neg_src]), src_mask),
@@ -50,6 +50,12 @@ def test_tolerance_accepts_back_matches_one_cell_away():
     sets = consistency_sets(SRC, TRG, FULL, FULL, tolerance_cells=1.0)
     assert as_set(sets.pos_src, sets.pos_trg) == {(0, 0), (1, 1), (3, 2), (2, 1), (3, 3)}
     assert sets.n_neg == 0
+
+
+def test_the_default_tolerance_is_the_releases_six_pixels_at_stride_four():
+    # 1.5 cells: the one-cell-off back-matches of the exact reading's negatives become positives
+    sets = consistency_sets(SRC, TRG, FULL, FULL)
+    assert sets.n_neg == 0 and sets.n_pos == 5
 
 
 def test_a_map_against_itself_is_all_positive_on_the_identity():
