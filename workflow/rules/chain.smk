@@ -36,7 +36,7 @@ rule search_gaur_layers:
             labels={"dataset": D, "backbone": "{backbone}"},
         ),
     params:
-        cfg=cfg_params("seed", "dataset", "hpf", "evaluation"),
+        cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=TABLE_ALPHAS),
     log:
         f"logs/search_gaur_layers/{D}/{{backbone}}.log",
     benchmark:
@@ -59,7 +59,7 @@ rule predict_gaur_hpf:
         predictions=f"{DATA}/{{backbone}}/methods/gaur_hpf/predictions.csv",
         meta=f"{DATA}/{{backbone}}/methods/gaur_hpf/predict_meta.json",
     params:
-        cfg=cfg_params("seed", "dataset", "hpf", "evaluation"),
+        cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=SCORING_ONLY),
         method="gaur_hpf",
     log:
         f"logs/predict_gaur_hpf/{D}/{{backbone}}.log",

@@ -36,8 +36,9 @@ def trained_outputs(method):
     """One predict job writes two rows through one prediction path: ``<method>`` (trained weights) and
     ``<method>@init`` (initial weights)."""
     row = f"{DATA}/{{backbone}}/methods/{method}"
+    init = f"{row}{INIT_SUFFIX}"
     return dict(predictions=f"{row}/predictions.csv", meta=f"{row}/predict_meta.json",
-                init_predictions=f"{row}{INIT_SUFFIX}/predictions.csv", init_meta=f"{row}{INIT_SUFFIX}/predict_meta.json")
+                init_predictions=f"{init}/predictions.csv", init_meta=f"{init}/predict_meta.json")
 
 
 def cfg_params(*keys, dataset_keys=None, drop=None):
@@ -51,6 +52,12 @@ def cfg_params(*keys, dataset_keys=None, drop=None):
     for section, names in (drop or {}).items():
         picked[section] = {k: v for k, v in picked[section].items() if k not in names}
     return json.dumps(picked, sort_keys=True)
+
+
+# Evaluation keys that only score predictions: a predict rule reads the split and direction, never these;
+# a layer search scores at its own alpha (hpf.search_alpha), so the table's alphas never rerun it.
+SCORING_ONLY = {"evaluation": ("alphas", "threshold")}
+TABLE_ALPHAS = {"evaluation": ("alphas",)}
 
 
 def dataset_inputs(wildcards=None):

@@ -12,7 +12,7 @@ rule search_hyperpixel_layers:
             labels={"dataset": D, "backbone": "{backbone}"},
         ),
     params:
-        cfg=cfg_params("seed", "dataset", "hpf", "evaluation"),
+        cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=TABLE_ALPHAS),
     log:
         f"logs/search_hyperpixel_layers/{D}/{{backbone}}.log",
     benchmark:
@@ -36,7 +36,7 @@ rule predict_hpf:
     wildcard_constraints:
         method="hpf|hpf_nn|hpf_single|nn_best_layer",
     params:
-        cfg=cfg_params("seed", "dataset", "hpf", "evaluation"),
+        cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=SCORING_ONLY),
     log:
         f"logs/predict_hpf/{D}/{{backbone}}/{{method}}.log",
     benchmark:

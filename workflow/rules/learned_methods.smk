@@ -40,7 +40,9 @@ rule predict_sfnet:  # sfnet and sfnet@init: trained and initial weights, one jo
     output:
         **trained_outputs("sfnet"),
     params:
-        cfg=cfg_params("seed", "weights", "sfnet", "evaluation", dataset_keys=("kind", "root", "split")),
+        cfg=cfg_params(
+            "seed", "weights", "sfnet", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
+        ),
     log:
         f"logs/predict_sfnet/{D}/{{backbone}}.log",
     benchmark:
@@ -99,7 +101,9 @@ rule predict_cnngeometric:
     output:
         **trained_outputs("cnngeometric"),
     params:
-        cfg=cfg_params("seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split")),
+        cfg=cfg_params(
+            "seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
+        ),
     log:
         f"logs/predict_cnngeometric/{D}/{{backbone}}.log",
     benchmark:
@@ -151,7 +155,9 @@ rule predict_weakalign:
     output:
         **trained_outputs("weakalign"),
     params:
-        cfg=cfg_params("seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split")),
+        cfg=cfg_params(
+            "seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
+        ),
     log:
         f"logs/predict_weakalign/{D}/{{backbone}}.log",
     benchmark:
@@ -201,7 +207,9 @@ rule predict_fcss:
     output:
         **trained_outputs("fcss"),
     params:
-        cfg=cfg_params("seed", "weights", "fcss", "evaluation", "image", dataset_keys=("kind", "root", "split")),
+        cfg=cfg_params(
+            "seed", "weights", "fcss", "evaluation", "image", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
+        ),
     log:
         f"logs/predict_fcss/{D}/{{backbone}}.log",
     benchmark:

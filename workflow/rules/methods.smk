@@ -6,7 +6,7 @@ rule predict_nn:
         predictions=f"{DATA}/{{backbone}}/methods/nn/predictions.csv",
         meta=f"{DATA}/{{backbone}}/methods/nn/predict_meta.json",
     params:
-        cfg=cfg_params("seed", "dataset", "nn", "evaluation"),
+        cfg=cfg_params("seed", "dataset", "nn", "evaluation", drop=SCORING_ONLY),
         method="nn",
     log:
         f"logs/predict_nn/{D}/{{backbone}}.log",

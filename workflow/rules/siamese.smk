@@ -42,7 +42,9 @@ rule predict_siamese:
     output:
         **trained_outputs("siamese"),
     params:
-        cfg=cfg_params("seed", "siamese", "evaluation", dataset_keys=("kind", "root", "split")),
+        cfg=cfg_params(
+            "seed", "siamese", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
+        ),
     log:
         f"logs/predict_siamese/{D}/{{backbone}}.log",
     benchmark:
