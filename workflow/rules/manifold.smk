@@ -40,6 +40,8 @@ rule summarise_manifold:
         csv=f"{DATA}/{{backbone}}/manifold/summary.csv",
     log:
         f"logs/summarise_manifold/{D}/{{backbone}}.log",
+    benchmark:
+        f"benchmarks/summarise_manifold/{D}/{{backbone}}.tsv"
     resources:
         mem_mb=1000,
         runtime=5,
@@ -59,6 +61,8 @@ rule make_pseudo_flow:
         cfg=cfg_params("seed", "pseudo_flow", "evaluation", dataset_keys=("kind", "root", "pairs_csv", "split")),
     log:
         f"logs/make_pseudo_flow/{D}/{{backbone}}/{{category}}.log",
+    benchmark:
+        f"benchmarks/make_pseudo_flow/{D}/{{backbone}}/{{category}}.tsv"
     priority: CHAIN_PRIORITY
     resources:
         mem_mb=4000,
@@ -76,6 +80,8 @@ rule summarise_pseudo_flow:
         csv=f"{DATA}/{{backbone}}/pseudo_flow/quality_summary.csv",
     log:
         f"logs/summarise_pseudo_flow/{D}/{{backbone}}.log",
+    benchmark:
+        f"benchmarks/summarise_pseudo_flow/{D}/{{backbone}}.tsv"
     resources:
         mem_mb=1000,
         runtime=5,
