@@ -18,8 +18,9 @@ error of the confident flow against the exact flow.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ import zarr
 from .atomic import atomic_path
 from .config import EvalConfig, section
 from .datasets import demo as demo_data
+from .datasets.base import DatasetIndex, Pair
 from .evaluation import pck_counts, pck_threshold
 from .evaluation.summary import write_csv
 from .features import FeatureStore
@@ -61,73 +63,124 @@ def sample_grid_mask(mask: torch.Tensor, kps: np.ndarray, image_hw) -> np.ndarra
     return out[0, 0, 0].numpy() > 0.5
 
 
-def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str | Path,
-         out_store: str | Path, out_quality: str | Path) -> None:
+@dataclass(frozen=True)
+class CategoryInputs:
+    """What every pseudo-flow construction of one category is built from."""
+
+    index: DatasetIndex
+    pairs: list[Pair]
+    pos: dict[str, int]  # image id -> row in the manifold's arrays
+    learned: np.ndarray  # KFD embedding per image
+    raw: np.ndarray  # hyperpixel features per image on the manifold's grid
+    labels: np.ndarray  # final (graph-cut) SOP label map per image
+    grid_size: int
+
+
+def category_inputs(cfg: Mapping, category: str, manifold_store: str | Path, features: str | Path) -> CategoryInputs:
     index = load_dataset(cfg)
     pc = cfg["pseudo_flow"]
-    ev = section(EvalConfig, cfg["evaluation"])
     man = zarr.open_group(str(manifold_store), mode="r")
     ids = list(man.attrs["image_ids"])
     pos = {k: i for i, k in enumerate(ids)}
-    learned = man["embedding"][:]
-    labels = man["label_maps"][:]
-    raw = grid_features(FeatureStore(features), ids, list(man.attrs["layers"]), int(man.attrs["grid_size"]))
     pairs = [p for p in index.pairs if p.category == category and p.split == pc["split"]
              and p.src in pos and p.trg in pos]
     if not pairs:
         raise ValueError(f"category {category}: no '{pc['split']}' pairs among the manifold's images; check "
                          f"dataset.split and manifold.images.")
-    rows = []
+    raw = grid_features(FeatureStore(features), ids, list(man.attrs["layers"]), int(man.attrs["grid_size"]))
+    return CategoryInputs(index, pairs, pos, man["embedding"][:], raw, man["label_maps"][-1],
+                          int(man.attrs["grid_size"]))
+
+
+def pair_flows(cfg: Mapping, inp: CategoryInputs, names: Sequence[str]
+               ) -> Iterator[tuple[int, Pair, tuple[int, int], tuple[int, int], dict]]:
+    """(pair number, pair, source size, target size, {name: (flow, mask)}) of every pair, for the
+    constructions and references in ``names``. Deterministic: ``part_chance`` is seeded per pair number."""
+    pc = cfg["pseudo_flow"]
+    feats = {name: matching_features(inp.learned, inp.raw, name) for name in names if name in CONSTRUCTIONS}
+    lab = inp.labels
+    for n, p in enumerate(inp.pairs):
+        s, t = inp.pos[p.src], inp.pos[p.trg]
+        src_hw = (inp.index.images[p.src].height, inp.index.images[p.src].width)
+        trg_hw = (inp.index.images[p.trg].height, inp.index.images[p.trg].width)
+        flows = {name: pseudo_flow(emb[s], emb[t], src_hw, trg_hw, mode=pc["mode"], src_labels=lab[s],
+                                   trg_labels=lab[t], metric=pc["metric"]) for name, emb in feats.items()}
+        if "part_chance" in names:  # seeded per pair (config seed, pair number), whatever else runs
+            gen = torch.Generator().manual_seed(int(np.random.SeedSequence([int(cfg["seed"]), n]).generate_state(1)[0]))
+            flows["part_chance"] = part_chance_flow(lab[s], lab[t], src_hw, trg_hw, gen, dtype=torch.float32)
+        if "raw_same_label" in names:
+            flows["raw_same_label"] = same_label_flow(inp.raw[s], inp.raw[t], src_hw, trg_hw, lab[s], lab[t],
+                                                      pc["metric"])
+        yield n, p, src_hw, trg_hw, flows
+
+
+def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str | Path,
+         out_store: str | Path) -> None:
+    """Store the configured construction (``pseudo_flow.features``) of every training pair: the Siamese
+    network's targets. Its quality is :func:`score`, a stage of its own, so evaluation settings never
+    rewrite the targets."""
+    pc = cfg["pseudo_flow"]
+    inp = category_inputs(cfg, category, manifold_store, features)
     with atomic_path(out_store) as tmp:
         root = zarr.open_group(str(tmp), mode="w")
-        feats = {name: matching_features(learned, raw, name) for name in CONSTRUCTIONS}
-        root.attrs.update({"category": category, "pair_ids": [p.pair_id for p in pairs], "mode": pc["mode"],
+        root.attrs.update({"category": category, "pair_ids": [p.pair_id for p in inp.pairs], "mode": pc["mode"],
                            "features": pc["features"], "labels": "final graph-cut label maps",
-                           "metric": pc["metric"], "grid_size": int(man.attrs["grid_size"]),
+                           "metric": pc["metric"], "grid_size": inp.grid_size,
                            "provenance": provenance(cfg, cfg["seed"]),
                            "convention": "flow[i, j] = matched target cell centre (target px) - source cell "
                                          "centre (source px), on the source grid; mask = confident"})
-        for n, p in enumerate(pairs):
-            s, t = pos[p.src], pos[p.trg]
-            src_hw = (index.images[p.src].height, index.images[p.src].width)
-            trg_hw = (index.images[p.trg].height, index.images[p.trg].width)
-            lab = labels[-1]  # the refined (graph-cut) labels
-            if index.flow_store is not None:
-                true_flow, true_valid = demo_data.load_flow(index.flow_store, p.pair_id)
-            flows = {name: pseudo_flow(emb[s], emb[t], src_hw, trg_hw, mode=pc["mode"], src_labels=lab[s],
-                                       trg_labels=lab[t], metric=pc["metric"]) for name, emb in feats.items()}
-            # part_chance: seeded per pair (config seed, pair number), reproducible whatever else runs
-            gen = torch.Generator().manual_seed(int(np.random.SeedSequence([int(cfg["seed"]), n]).generate_state(1)[0]))
-            flows["part_chance"] = part_chance_flow(lab[s], lab[t], src_hw, trg_hw, gen, dtype=flows["raw"][0].dtype)
-            flows["raw_same_label"] = same_label_flow(raw[s], raw[t], src_hw, trg_hw, lab[s], lab[t], pc["metric"])
-            for name, (flow, mask) in flows.items():
-                if name == pc["features"]:
-                    g = root.create_group(f"p{n:05d}")
-                    g.attrs.update({"pair_id": p.pair_id, "src": p.src, "trg": p.trg, "src_hw": list(src_hw),
-                                    "trg_hw": list(trg_hw)})
-                    g.create_array("flow", data=flow.numpy().astype(np.float32))
-                    g.create_array("mask", data=mask.numpy())
-                kps = p.src_kps[p.valid]
-                moved = kps + sample_grid_flow(flow, kps, src_hw)
-                thr = pck_threshold(ev.threshold, p.trg_kps, p.valid, trg_hw, p.trg_box)
-                confident = float(sample_grid_mask(mask, kps, src_hw).mean())
-                dense = {}
-                if index.flow_store is not None:
-                    f_img, m_img = upsample_flow(flow, mask, src_hw)
-                for alpha in ev.alphas:
-                    ok, tot = pck_counts(moved, p.trg_kps[p.valid], np.ones(len(kps), bool), thr, alpha)
-                    if index.flow_store is not None:
-                        dense = flow_quality(f_img, m_img, true_flow, true_valid, [alpha * thr])
-                    rows.append({"category": category, "pair_id": p.pair_id, "construction": name, "alpha": alpha,
-                                 "kp_pck": round(100 * ok / tot, 3), "kp_confident": round(confident, 4),
-                                 "epe_px": round(dense.get("epe", float("nan")), 4),
-                                 "flow_pck": round(100 * dense.get(f"pck@{alpha * thr:g}", float("nan")), 3),
-                                 "coverage": round(dense.get("coverage", float("nan")), 4)})
+        for n, p, src_hw, trg_hw, flows in pair_flows(cfg, inp, [pc["features"]]):
+            flow, mask = flows[pc["features"]]
+            g = root.create_group(f"p{n:05d}")
+            g.attrs.update({"pair_id": p.pair_id, "src": p.src, "trg": p.trg, "src_hw": list(src_hw),
+                            "trg_hw": list(trg_hw)})
+            g.create_array("flow", data=flow.numpy().astype(np.float32))
+            g.create_array("mask", data=mask.numpy())
+    log.info("category %s: pseudo flow (%s) of %d pairs -> %s", category, pc["features"], len(inp.pairs), out_store)
+
+
+def score(cfg: Mapping, category: str, manifold_store: str | Path, features: str | Path, pseudo_flow_store: str | Path,
+          out_quality: str | Path) -> None:
+    """Quality of every construction and reference (module docstring) at the evaluation alphas; the stored
+    construction is read back from ``pseudo_flow_store``, so its row scores exactly what training reads."""
+    pc = cfg["pseudo_flow"]
+    ev = section(EvalConfig, cfg["evaluation"])
+    inp = category_inputs(cfg, category, manifold_store, features)
+    stored = zarr.open_group(str(pseudo_flow_store), mode="r")
+    if list(stored.attrs["pair_ids"]) != [p.pair_id for p in inp.pairs] or stored.attrs["features"] != pc["features"]:
+        raise ValueError(f"{pseudo_flow_store} holds other pairs or another construction than the config asks "
+                         f"for; rerun make_pseudo_flow.")
+    others = [c for c in (*CONSTRUCTIONS, *REFERENCES) if c != pc["features"]]
+    rows = []
+    for n, p, src_hw, trg_hw, flows in pair_flows(cfg, inp, others):
+        g = stored[f"p{n:05d}"]
+        flows[pc["features"]] = (torch.from_numpy(g["flow"][:]), torch.from_numpy(g["mask"][:]))
+        if inp.index.flow_store is not None:
+            true_flow, true_valid = demo_data.load_flow(inp.index.flow_store, p.pair_id)
+        for name in (*CONSTRUCTIONS, *REFERENCES):
+            flow, mask = flows[name]
+            kps = p.src_kps[p.valid]
+            moved = kps + sample_grid_flow(flow, kps, src_hw)
+            thr = pck_threshold(ev.threshold, p.trg_kps, p.valid, trg_hw, p.trg_box)
+            confident = float(sample_grid_mask(mask, kps, src_hw).mean())
+            dense = {}
+            if inp.index.flow_store is not None:
+                f_img, m_img = upsample_flow(flow, mask, src_hw)
+            for alpha in ev.alphas:
+                ok, tot = pck_counts(moved, p.trg_kps[p.valid], np.ones(len(kps), bool), thr, alpha)
+                if inp.index.flow_store is not None:
+                    dense = flow_quality(f_img, m_img, true_flow, true_valid, [alpha * thr])
+                rows.append({"category": category, "pair_id": p.pair_id, "construction": name, "alpha": alpha,
+                             "kp_pck": round(100 * ok / tot, 3), "kp_confident": round(confident, 4),
+                             "epe_px": round(dense.get("epe", float("nan")), 4),
+                             "flow_pck": round(100 * dense.get(f"pck@{alpha * thr:g}", float("nan")), 3),
+                             "coverage": round(dense.get("coverage", float("nan")), 4)})
     write_csv(out_quality, rows, QUALITY_COLUMNS)
-    mean = {c: np.mean([r["kp_pck"] for r in rows if r["construction"] == c and r["alpha"] == ev.alphas[len(ev.alphas) // 2]])
+    mid = ev.alphas[len(ev.alphas) // 2]
+    mean = {c: np.mean([r["kp_pck"] for r in rows if r["construction"] == c and r["alpha"] == mid])
             for c in (*CONSTRUCTIONS, *REFERENCES)}
-    log.info("category %s: %d pairs; keypoint PCK of the pseudo flow: %s (stored: %s)", category, len(pairs),
-             ", ".join(f"{c} {v:.1f}" for c, v in mean.items()), pc["features"])
+    log.info("category %s: %d pairs; keypoint PCK@%g of the pseudo flow: %s (stored: %s)", category,
+             len(inp.pairs), mid, ", ".join(f"{c} {v:.1f}" for c, v in mean.items()), pc["features"])
 
 
 def summarise(quality_csvs, out_csv) -> None:

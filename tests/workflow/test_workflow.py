@@ -145,12 +145,13 @@ def test_prediction_only_settings_do_not_retrain(repo, tiny_run):
 
 @pytest.mark.slow
 def test_new_table_alphas_rescore_the_stored_predictions(repo, tiny_run):
-    """Alphas only score: the layer search (its own hpf.search_alpha) and prediction stay. (The chain is left
-    out: make_pseudo_flow scores its pseudo flow at the table's alphas in the same job, so it would rerun.)"""
-    cfg = {**TINY, "methods": ["nn", "hpf"], "evaluation": {"alphas": [0.1, 0.2]}}
+    """Alphas only score: the layer search (its own hpf.search_alpha), the pseudo flow, training and
+    prediction stay; the predictions and the stored pseudo flow are scored again."""
+    cfg = {**TINY, "evaluation": {"alphas": [0.1, 0.2]}}
     r = snakemake(repo, tiny_run, "-n", config=cfg)
     assert r.returncode == 0, r.stderr[-2000:]
     log = r.stdout + r.stderr
-    assert "rule evaluate:" in log
-    for rule in ("predict_", "train_", "search_", "extract_"):
+    for rule in ("evaluate", "score_pseudo_flow"):
+        assert f"rule {rule}:" in log, rule
+    for rule in ("predict_", "train_", "search_", "extract_", "make_pseudo_flow", "learn_manifold"):
         assert f"rule {rule}" not in log, rule

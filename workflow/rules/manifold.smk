@@ -56,9 +56,8 @@ rule make_pseudo_flow:
         features=rules.extract_features.output.store,
     output:
         store=directory(f"{DATA}/{{backbone}}/pseudo_flow/{{category}}/pseudo_flow.zarr"),
-        quality=f"{DATA}/{{backbone}}/pseudo_flow/{{category}}/quality.csv",
     params:
-        cfg=cfg_params("seed", "pseudo_flow", "evaluation", dataset_keys=("kind", "root", "pairs_csv", "split")),
+        cfg=cfg_params("seed", "pseudo_flow", dataset_keys=("kind", "root", "pairs_csv", "split")),
     log:
         f"logs/make_pseudo_flow/{D}/{{backbone}}/{{category}}.log",
     benchmark:
@@ -71,19 +70,32 @@ rule make_pseudo_flow:
         "../scripts/make_pseudo_flow.py"
 
 
-rule summarise_pseudo_flow:
+def per_category(backbone, path):
+    """``path`` under pseudo_flow/ or manifold/ of every category (one scoring job reads them all)."""
+    return expand(f"{DATA}/{backbone}/{path}", category=categories(config))
+
+
+# The stored pseudo flows against the truth, beside the other constructions and the part-level references,
+# then their summary; a rule of its own, so new evaluation settings rescore without rewriting the Siamese
+# network's targets. One job for all categories: scoring takes seconds, a job's imports several.
+rule score_pseudo_flow:
     input:
-        quality=lambda w: expand(
-            f"{DATA}/{w.backbone}/pseudo_flow/{{category}}/quality.csv", category=categories(config)
-        ),
+        pair_inputs,
+        manifold=lambda w: per_category(w.backbone, "manifold/{category}/manifold.zarr"),
+        features=rules.extract_features.output.store,
+        pseudo_flow=lambda w: per_category(w.backbone, "pseudo_flow/{category}/pseudo_flow.zarr"),
     output:
+        quality=expand(f"{DATA}/{{{{backbone}}}}/pseudo_flow/{{category}}/quality.csv", category=categories(config)),
         csv=f"{DATA}/{{backbone}}/pseudo_flow/quality_summary.csv",
+    params:
+        cfg=cfg_params("seed", "pseudo_flow", "evaluation", dataset_keys=("kind", "root", "pairs_csv", "split")),
+        categories=categories(config),
     log:
-        f"logs/summarise_pseudo_flow/{D}/{{backbone}}.log",
+        f"logs/score_pseudo_flow/{D}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/summarise_pseudo_flow/{D}/{{backbone}}.tsv"
+        f"benchmarks/score_pseudo_flow/{D}/{{backbone}}.tsv"
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=4000,
+        runtime=30,
     script:
-        "../scripts/summarise_pseudo_flow.py"
+        "../scripts/score_pseudo_flow.py"
