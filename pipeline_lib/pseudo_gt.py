@@ -76,8 +76,10 @@ class CategoryInputs:
     grid_size: int
 
 
-def category_inputs(cfg: Mapping, category: str, manifold_store: str | Path, features: str | Path) -> CategoryInputs:
-    index = load_dataset(cfg)
+def category_inputs(cfg: Mapping, category: str, manifold_store: str | Path, features: str | Path,
+                    index: DatasetIndex | None = None) -> CategoryInputs:
+    """``index``: the dataset, when the caller has it loaded already (one scoring job, many categories)."""
+    index = index if index is not None else load_dataset(cfg)
     pc = cfg["pseudo_flow"]
     man = zarr.open_group(str(manifold_store), mode="r")
     ids = list(man.attrs["image_ids"])
@@ -140,12 +142,12 @@ def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str 
 
 
 def score(cfg: Mapping, category: str, manifold_store: str | Path, features: str | Path, pseudo_flow_store: str | Path,
-          out_quality: str | Path) -> None:
+          out_quality: str | Path, index: DatasetIndex | None = None) -> None:
     """Quality of every construction and reference (module docstring) at the evaluation alphas; the stored
     construction is read back from ``pseudo_flow_store``, so its row scores exactly what training reads."""
     pc = cfg["pseudo_flow"]
     ev = section(EvalConfig, cfg["evaluation"])
-    inp = category_inputs(cfg, category, manifold_store, features)
+    inp = category_inputs(cfg, category, manifold_store, features, index)
     stored = zarr.open_group(str(pseudo_flow_store), mode="r")
     if list(stored.attrs["pair_ids"]) != [p.pair_id for p in inp.pairs] or stored.attrs["features"] != pc["features"]:
         raise ValueError(f"{pseudo_flow_store} holds other pairs or another construction than the config asks "
@@ -157,11 +159,11 @@ def score(cfg: Mapping, category: str, manifold_store: str | Path, features: str
         flows[pc["features"]] = (torch.from_numpy(g["flow"][:]), torch.from_numpy(g["mask"][:]))
         if inp.index.flow_store is not None:
             true_flow, true_valid = demo_data.load_flow(inp.index.flow_store, p.pair_id)
+        kps = p.src_kps[p.valid]
+        thr = pck_threshold(ev.threshold, p.trg_kps, p.valid, trg_hw, p.trg_box)
         for name in (*CONSTRUCTIONS, *REFERENCES):
             flow, mask = flows[name]
-            kps = p.src_kps[p.valid]
             moved = kps + sample_grid_flow(flow, kps, src_hw)
-            thr = pck_threshold(ev.threshold, p.trg_kps, p.valid, trg_hw, p.trg_box)
             confident = float(sample_grid_mask(mask, kps, src_hw).mean())
             dense = {}
             if inp.index.flow_store is not None:
@@ -181,6 +183,19 @@ def score(cfg: Mapping, category: str, manifold_store: str | Path, features: str
             for c in (*CONSTRUCTIONS, *REFERENCES)}
     log.info("category %s: %d pairs; keypoint PCK@%g of the pseudo flow: %s (stored: %s)", category,
              len(inp.pairs), mid, ", ".join(f"{c} {v:.1f}" for c, v in mean.items()), pc["features"])
+
+
+def score_all(cfg: Mapping, categories: Sequence[str], manifold_stores, features: str | Path, pseudo_flow_stores,
+              out_qualities, out_summary: str | Path) -> None:
+    """:func:`score` every category (the dataset indexed once), then :func:`summarise` them."""
+    lists = (manifold_stores, pseudo_flow_stores, out_qualities)
+    if any(len(x) != len(categories) for x in lists):
+        raise ValueError(f"score_all: {len(categories)} categories but {[len(x) for x in lists]} "
+                         f"manifolds/stores/outputs")
+    index = load_dataset(cfg)
+    for category, manifold, store, quality in zip(categories, *lists):
+        score(cfg, category, manifold, features, store, quality, index)
+    summarise(out_qualities, out_summary)
 
 
 def summarise(quality_csvs, out_csv) -> None:
