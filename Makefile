@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CORES  ?= 2
 CONFIG ?= config/config.yaml
 
-.PHONY: venv run test test-quick pf-willow pf-willow-split readme-results report bench clean
+.PHONY: venv run test test-quick pf-willow pf-willow-split pf-willow-folds readme-results report bench clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,11 @@ pf-willow: venv
 pf-willow-split: venv
 	$(BIN)/snakemake --cores $(CORES) --configfile config/pf-willow-split.yaml
 	@$(BIN)/python -m pipeline_lib summary --configfile config/pf-willow-split.yaml
+
+## PF-WILLOW in category folds: every method on all 630 pairs, each fold searching/training on the other classes.
+pf-willow-folds: venv
+	$(BIN)/snakemake --cores $(CORES) --configfile config/pf-willow-folds.yaml
+	@$(BIN)/python -m pipeline_lib summary --configfile config/pf-willow-folds.yaml
 
 ## Regenerate README.md's results section from the result files.
 readme-results: venv

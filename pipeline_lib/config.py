@@ -87,3 +87,4 @@ class EvalConfig:
     threshold: str = "bbox"
     direction: str = "source_to_target"
     split: str = "test"
+    unseen: str = "auto"

@@ -126,6 +126,7 @@ def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str 
     with atomic_path(out_store) as tmp:
         root = zarr.open_group(str(tmp), mode="w")
         root.attrs.update({"category": category, "pair_ids": [p.pair_id for p in inp.pairs], "mode": pc["mode"],
+                           "manifold_image_ids": sorted(inp.pos),  # what the labels behind the flow learned from
                            "features": pc["features"], "labels": "final graph-cut label maps",
                            "metric": pc["metric"], "grid_size": inp.grid_size,
                            "provenance": provenance(cfg, cfg["seed"]),

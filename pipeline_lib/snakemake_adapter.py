@@ -6,6 +6,8 @@ import logging
 import sys
 from typing import Any, Callable
 
+from .stage_io import fold_view
+
 
 def fix_threads(n: int) -> int:
     """Reproducible numerics: torch uses exactly the rule's ``threads`` (a float reduction's result
@@ -40,7 +42,8 @@ def run_stage(smk: Any, fn: Callable[[dict], None]) -> None:
     log = logging.getLogger(f"rule.{smk.rule}")
     log.info("rule %s, wildcards %s, torch threads %d", smk.rule, dict(smk.wildcards), fix_threads(smk.threads))
     try:
-        fn(dict(smk.config))
+        # A category fold's job (wildcard ``fold``) sees its fold's split; every other job the dataset's.
+        fn(fold_view(dict(smk.config), dict(smk.wildcards).get("fold")))
     except Exception as exc:  # log the reason in the rule's log, then fail the job
         log.error("%s: %s", type(exc).__name__, exc)
         raise

@@ -15,17 +15,19 @@ import torch
 
 from . import chain
 from .backbones import build_backbone, resolve_device
-from .config import config_json, section
+from .config import EvalConfig, config_json, section
 from .datasets import demo as demo_data
 from .evaluation import evaluate_predictions, read_predictions, summarise
-from .evaluation.summary import PER_PAIR_COLUMNS, SUMMARY_COLUMNS, write_csv, write_summary_tables
+from .evaluation.summary import (PER_PAIR_COLUMNS, SUMMARY_COLUMNS, pool_folds, read_csv, write_csv,
+                                 write_summary_tables)
 from .features import FeatureStore, extract_features
 from .hpf import stage as hpf_stage
 from .methods import PREDICTORS, predict_pairs
 from .provenance import provenance
 # Re-exported: the stage helpers live in stage_io (the ground floor that imports no paper).
 from .stage_io import (categories, dataset_root, eval_pairs, feature_key, finish_predictions,  # noqa: F401
-                       load_dataset, prediction_inputs, save_trained, write_meta)
+                       fold_table, fold_view, load_dataset, prediction_inputs, refuse_seen, save_trained,
+                       write_meta)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path
         chain.require_key(found, checkpoint, search_json)
     index = load_dataset(cfg)
     _, pairs = eval_pairs(cfg, index)
+    seen = refuse_seen(cfg, pairs, None if method == "nn" else search_json, checkpoint)
+    facts["learned_from"] = {k: len(v) for k, v in seen.items()}  # counts; the lists are in the artifacts
     device = resolve_device(cfg["device"])
     if method == "nn":
         predictor = PREDICTORS["nn"](store, cfg["nn"]["layer"], device)
@@ -117,7 +121,8 @@ def evaluate(cfg: Mapping, methods: Sequence[str], backbone: str, predictions: S
         meta = json.loads(Path(meta_path).read_text())
         extra = {"dataset": index.name, "backbone": backbone, "direction": ev.direction, "split": ev.split,
                  "longer_side": cfg["image"]["longer_side"], "n_skipped": len(index.skipped),
-                 "ms_per_pair": round(float(meta.get("ms_per_pair", float("nan"))), 3)}
+                 "ms_per_pair": round(float(meta.get("ms_per_pair", float("nan"))), 3),
+                 "protocol": cfg["dataset"]["split"]["mode"]}
         summary = summarise(rows, extra)
         write_csv(per_pair_csv, rows, PER_PAIR_COLUMNS)
         write_csv(summary_csv, summary, SUMMARY_COLUMNS)
@@ -130,6 +135,45 @@ def evaluate_and_aggregate(cfg: Mapping, methods: Sequence[str], backbone: str, 
     """:func:`evaluate` every method, then the result contract pck_summary.csv (+ Markdown, plot, HTML)."""
     rows = evaluate(cfg, methods, backbone, predictions, predict_metas, per_pair_csvs, summary_csvs)
     write_summary_tables(rows, csv_path, md_path, png_path, html_path)
+
+
+def pool_category_folds(cfg: Mapping, methods: Sequence[str], backbone: str, folds: Sequence[str],
+                        fold_per_pair: Sequence[str | Path], fold_metas: Sequence[str | Path],
+                        per_pair_csvs: Sequence[str | Path], folds_csv, csv_path, md_path, png_path, html_path=None) -> None:
+    """The category-fold protocol's tables: each method's per-pair rows of every fold pooled (every pair
+    of the dataset tested once, checked), summarised per category and overall; ``folds.csv`` lists
+    which categories each fold tested and how many pairs it searched/trained on.
+
+    ``fold_per_pair``/``fold_metas``: fold-major, method-minor (``expand(fold=..., method=...)`` order)."""
+    n = len(methods)
+    if len(fold_per_pair) != n * len(folds) or len(fold_metas) != n * len(folds) or len(per_pair_csvs) != n:
+        raise ValueError(f"pool_folds: {n} methods x {len(folds)} folds, got {len(fold_per_pair)} per-pair files, "
+                         f"{len(fold_metas)} metas, {len(per_pair_csvs)} outputs")
+    index = load_dataset(cfg)  # the fold-free view: every pair of the dataset
+    expected = [p.pair_id for p in index.pairs]
+    ev = section(EvalConfig, cfg["evaluation"])
+    table = fold_table(cfg)
+    out: list[dict] = []
+    for m, method in enumerate(methods):
+        by_fold = {f: read_csv(fold_per_pair[i * n + m]) for i, f in enumerate(folds)}
+        rows = pool_folds(by_fold, expected)
+        per_fold_ms = [(json.loads(Path(fold_metas[i * n + m]).read_text()), len(by_fold[f])) for i, f in enumerate(folds)]
+        total = sum(k for _, k in per_fold_ms) or 1
+        ms = sum(float(meta.get("ms_per_pair", float("nan"))) * k for meta, k in per_fold_ms) / total
+        write_csv(per_pair_csvs[m], rows, PER_PAIR_COLUMNS + ("fold",))
+        extra = {"dataset": index.name, "backbone": backbone, "direction": ev.direction, "split": ev.split,
+                 "longer_side": cfg["image"]["longer_side"], "n_skipped": len(index.skipped),
+                 "ms_per_pair": round(ms, 3), "protocol": "category_folds"}
+        out += summarise(rows, extra)
+    fold_rows = []
+    for f in folds:
+        view = load_dataset(fold_view(cfg, f))
+        counts = {s: sum(1 for p in view.pairs if p.split == s) for s in ("train", "val", "test")}
+        fold_rows.append({"fold": f, "test_categories": " ".join(c for c, g in sorted(table.items()) if g == f),
+                          "train_pairs": counts["train"], "val_pairs": counts["val"], "test_pairs": counts["test"]})
+    write_csv(folds_csv, fold_rows, ("fold", "test_categories", "train_pairs", "val_pairs", "test_pairs"))
+    write_summary_tables(out, csv_path, md_path, png_path, html_path)
+    log.info("category folds %s pooled: %d pairs per method", folds, len(expected))
 
 
 def search_layers(cfg: Mapping, features, out_json, out_csv, out_png, checkpoint=None) -> None:

@@ -7,7 +7,7 @@ from typing import Callable
 
 from . import demo, pf_pascal, pf_willow, spair
 from .base import DatasetError, DatasetIndex, ImageRecord, Pair, keypoint_box, load_mask, load_rgb
-from .pairs import assign_image_disjoint_split
+from .pairs import assign_category_fold_split, assign_image_disjoint_split, category_folds
 
 LOADERS: dict[str, Callable[..., DatasetIndex]] = {
     "demo": demo.load,
@@ -17,14 +17,35 @@ LOADERS: dict[str, Callable[..., DatasetIndex]] = {
 }
 
 
+def keep_categories(index: DatasetIndex, names) -> DatasetIndex:
+    """Only the images and pairs of the categories ``names`` (all when empty)."""
+    if not names:
+        return index
+    unknown = sorted(set(names) - set(index.categories()))
+    if unknown:
+        raise DatasetError(f"dataset.categories names {unknown}, not categories of {index.name} "
+                           f"({index.categories()}); fix dataset.categories.")
+    keep = set(names)
+    index.images = {k: r for k, r in index.images.items() if r.category in keep}
+    index.pairs = [p for p in index.pairs if p.category in keep]
+    return index
+
+
 def open_dataset(kind: str, root, name: str | None = None, pairs_csv: str = "", on_bad_pair: str = "error",
                  split_mode: str = "all_test", train_fraction: float = 0.0, val_fraction: float = 0.0,
-                 seed: int = 0) -> DatasetIndex:
-    """Read a dataset of ``kind`` from ``root`` and apply the configured split."""
+                 seed: int = 0, categories=(), folds: int = 0, fold: int | None = None) -> DatasetIndex:
+    """Read a dataset of ``kind`` from ``root``, keep ``categories`` (all when empty) and apply the split.
+
+    ``split_mode='category_folds'``: ``fold`` (0 .. folds-1) names the tested categories' fold; ``None``
+    is the fold-free view (see :func:`assign_category_fold_split`)."""
     if kind not in LOADERS:
         raise DatasetError(f"unknown dataset kind '{kind}'; choose one of {sorted(LOADERS)}.")
-    index = LOADERS[kind](root, name=name or kind, pairs_csv=pairs_csv, on_bad_pair=on_bad_pair)
-    if split_mode == "image_disjoint":
+    index = keep_categories(LOADERS[kind](root, name=name or kind, pairs_csv=pairs_csv, on_bad_pair=on_bad_pair),
+                            categories)
+    if split_mode == "category_folds":
+        index.pairs = assign_category_fold_split(index.pairs, fold, category_folds(index.categories(), folds, seed),
+                                                 val_fraction, seed)
+    elif split_mode == "image_disjoint":
         index.pairs = assign_image_disjoint_split(index.pairs, index.images, train_fraction, val_fraction, seed)
     elif split_mode == "all_test":
         index.pairs = [replace(p, split="test") for p in index.pairs]
@@ -32,5 +53,5 @@ def open_dataset(kind: str, root, name: str | None = None, pairs_csv: str = "", 
     return index
 
 
-__all__ = ["DatasetError", "DatasetIndex", "ImageRecord", "Pair", "LOADERS", "open_dataset", "keypoint_box",
+__all__ = ["DatasetError", "DatasetIndex", "ImageRecord", "Pair", "LOADERS", "open_dataset", "keep_categories", "category_folds", "keypoint_box",
            "load_rgb", "load_mask"]

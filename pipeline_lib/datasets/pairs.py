@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -70,6 +70,44 @@ def assign_image_disjoint_split(pairs: list[Pair], images: dict[str, ImageRecord
         if a == b:
             out.append(replace(p, split=a))
     return out
+
+
+def category_folds(categories: Sequence[str], n_folds: int, seed: int) -> dict[str, int]:
+    """Category -> fold (0 .. n_folds-1): a seeded permutation of the sorted names dealt round robin, so fold
+    sizes differ by at most one and the assignment depends only on the names, the fold count and the seed."""
+    cats = sorted(categories)
+    if not 2 <= n_folds <= len(cats):
+        raise DatasetError(f"dataset.split.folds = {n_folds} for {len(cats)} categories {cats}: category folds need "
+                           f"2 <= folds <= number of categories; change dataset.split.folds.")
+    order = [cats[i] for i in np.random.default_rng(seed).permutation(len(cats))]
+    return {c: i % n_folds for i, c in enumerate(order)}
+
+
+def assign_category_fold_split(pairs: list[Pair], fold: int | None, folds: Mapping[str, int], val_fraction: float,
+                               seed: int) -> list[Pair]:
+    """The category-fold protocol: every pair of a category in ``fold`` is a test pair; the pairs of the other
+    folds' categories are training pairs, except a seeded ``val_fraction`` of each category's pairs held out
+    for validation (the layer search). ``fold=None`` gives the fold-free view (every category train/val),
+    which the label-free per-category stages (manifold, pseudo flow) are computed on once for all folds:
+    a category's train/val assignment is the same in every fold where it is not tested."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DatasetError(f"dataset.split.val_fraction = {val_fraction}: category folds need 0 <= val_fraction < 1.")
+    if fold is not None and fold not in set(folds.values()):
+        raise DatasetError(f"dataset.split.fold = {fold} but there are {len(set(folds.values()))} folds "
+                           f"(0 .. {max(folds.values())}).")
+    out: list[Pair] = []
+    for cat in sorted({p.category for p in pairs}):
+        mine = sorted((p for p in pairs if p.category == cat), key=lambda p: p.pair_id)
+        if fold is not None and folds[cat] == fold:
+            out += [replace(p, split="test") for p in mine]
+            continue
+        # One generator per category (seed, name): the same held-out pairs whichever fold is tested.
+        rng = np.random.default_rng([seed, *cat.encode()])
+        n_val = int(round(val_fraction * len(mine)))
+        val = set(rng.permutation(len(mine))[:n_val].tolist())
+        out += [replace(p, split="val" if i in val else "train") for i, p in enumerate(mine)]
+    order = {p.pair_id: i for i, p in enumerate(pairs)}
+    return sorted(out, key=lambda p: order[p.pair_id])
 
 
 def all_ordered_pairs(images: dict[str, ImageRecord]) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ PER_PAIR_COLUMNS = ("method", "pair_id", "category", "split", "src", "trg", "alp
                     "threshold_px", "n_keypoints", "n_correct", "pck")
 SUMMARY_COLUMNS = ("method", "category", "alpha", "threshold", "pck_per_pair", "pck_per_keypoint", "n_pairs",
                    "n_keypoints", "dataset", "backbone", "direction", "split", "longer_side", "n_skipped",
-                   "ms_per_pair")
+                   "ms_per_pair", "protocol")
 
 
 def evaluate_predictions(method: str, pairs: Sequence[Pair], images: Mapping[str, ImageRecord],
@@ -61,6 +61,26 @@ def summarise(per_pair: Iterable[Mapping], extra: Mapping | None = None) -> list
     return out
 
 
+def pool_folds(per_pair_by_fold: Mapping[str, Sequence[Mapping]], expected_pairs: Sequence[str]) -> list[dict]:
+    """One method's per-pair rows of every fold, pooled, each row marked with its ``fold``: every pair of
+    ``expected_pairs`` (the dataset's) must be tested in exactly one fold, else ValueError naming the pair."""
+    where: dict[str, str] = {}
+    out: list[dict] = []
+    for fold, rows in per_pair_by_fold.items():
+        for r in rows:
+            other = where.setdefault(r["pair_id"], fold)
+            if other != fold:
+                raise ValueError(f"pair {r['pair_id']} is tested in {other} and in {fold}; category folds must "
+                                 f"test every pair once.")
+            out.append({**r, "fold": fold})
+    missing = sorted(set(expected_pairs) - set(where))
+    extra = sorted(set(where) - set(expected_pairs))
+    if missing or extra:
+        raise ValueError(f"the folds' test pairs are not the dataset's pairs: {len(missing)} never tested "
+                         f"(e.g. {missing[:3]}), {len(extra)} not in the index (e.g. {extra[:3]}); rerun the folds.")
+    return out
+
+
 def _csv_text(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
@@ -94,7 +114,8 @@ def markdown_table(summary: Sequence[Mapping]) -> str:
     first = next((r for r in summary if r["category"] == "all"), summary[0] if summary else {})
     proto = (f"PCK (%) averaged per pair; threshold: alpha x max side of the target "
              f"{'object box' if first.get('threshold') == 'bbox' else 'image'}; direction: "
-             f"{first.get('direction', '?')}; split: {first.get('split', '?')}; images resized to longer side "
+             f"{first.get('direction', '?')}; protocol: {first.get('protocol') or '?'}, split: "
+             f"{first.get('split', '?')}; images resized to longer side "
              f"{first.get('longer_side', '?')} px; pairs: {first.get('n_pairs', '?')} (skipped: {first.get('n_skipped', 0)}).")
     return "\n".join(lines) + "\n\n" + proto + "\n"
 

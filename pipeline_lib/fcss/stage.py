@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from ..backbones import build_backbone, resolve_device
 from ..config import ConfigError, section
-from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
+from ..stage_io import finish_predictions, learned_from, load_dataset, prediction_inputs, save_trained
 from ..training import TrainConfig, resumable_settings, save_weights
 from .model import FCSS, FCSSConfig, build_fcss
 from .predict import predict_pairs
@@ -90,7 +90,9 @@ def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, out_init: s
     extra = {"fcss": resumable_settings(cfg["fcss"]), "pairs": [p.pair_id for p in pairs]}
     result = train_fcss(model, pairs, train_cfg, s.supervision, Path(out_weights).parent, device,
                         extra_fingerprint=extra)
-    save_trained(cfg, "fcss", model, result, out_weights, device, backbone=backbone_name, n_pairs=len(pairs),
+    used = {tp.pair_id for tp in pairs}
+    save_trained(cfg, "fcss", model, result, out_weights, device,
+                 learned_from([p for p in index.pairs if p.pair_id in used]), backbone=backbone_name, n_pairs=len(pairs),
                  layers=list(model.layers), train=asdict(train_cfg))
 
 

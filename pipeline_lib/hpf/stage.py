@@ -22,7 +22,7 @@ from ..evaluation.summary import write_csv
 from ..features import FeatureStore
 from ..methods import Predictor, nn_predictor
 from ..provenance import provenance
-from ..stage_io import load_dataset
+from ..stage_io import learned_from, load_dataset
 from .beam_search import encode_layers
 from .matcher import HyperpixelMatcher, MatchParams
 from .search import run_search, search_space, single_layer_nn_scores
@@ -69,10 +69,13 @@ def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Pa
     index = load_dataset(cfg)
     pairs = [p for p in index.pairs if p.split == hc.search_split]
     test_ids = {p.pair_id for p in index.pairs if ev.split in (p.split, "all")}
-    if not pairs:
+    fixed = hc.layers != "search"
+    if not pairs and not fixed:
         raise ValueError(f"no '{hc.search_split}' pairs to search hyperpixel layers on in dataset {index.name}; "
                          f"set dataset.split (e.g. mode: image_disjoint, val_fraction: 0.3) or give hpf.layers.")
-    if hc.search_split == ev.split or {p.pair_id for p in pairs} & test_ids:
+    if fixed and hc.search_split == ev.split:
+        pairs = []  # fixed layers on an all-test protocol: nothing to score them on, and nothing is searched
+    elif hc.search_split == ev.split or {p.pair_id for p in pairs} & test_ids:
         raise ValueError(f"hpf.search_split '{hc.search_split}' overlaps the evaluation split '{ev.split}'; "
                          f"the layer search must never see test pairs.")
     if hc.max_search_pairs:
@@ -98,10 +101,11 @@ def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Pa
         best = tuple(store.layer_names.index(n) for n in hc.layers)
         best_score = float("nan")
         record.update(trace=[], best_single_rhm=[store.layer_names[best[0]]], best_single_rhm_score=best_score)
-    nn_scores = single_layer_nn_scores(store, pairs, index.images, ev, hc.search_alpha, device)
+    # Single-layer NN scores (nn_best_layer) need validation pairs; with fixed layers and none, there are none.
+    nn_scores = single_layer_nn_scores(store, pairs, index.images, ev, hc.search_alpha, device) if pairs else {}
     record.update(best_layers=matcher.layer_names(best), best_layers_id=encode_layers(best), best_score=best_score,
-                  nn_single_layer_scores=nn_scores, best_nn_layer=max(nn_scores, key=nn_scores.get),
-                  hpf=asdict(hc), **provenance(cfg, cfg["seed"]))
+                  nn_single_layer_scores=nn_scores, best_nn_layer=max(nn_scores, key=nn_scores.get, default=None),
+                  learned_from=learned_from(pairs), hpf=asdict(hc), **provenance(cfg, cfg["seed"]))
     rows = [{"step": st["n_layers"], "layers": "+".join(s), "score": round(sc, 4),
              "kept": s in [k for k, _ in st["kept"]]} for st in record.get("trace", []) for s, sc in st["evaluated"]]
     write_csv(out_csv, rows, ("step", "layers", "score", "kept"))
@@ -130,7 +134,8 @@ def plot_trace(record: Mapping, path: str | Path) -> None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(f"val PCK@{record['alpha']} (%)")
     ax.set_title("best: " + "+".join(record["best_layers"]), fontsize=8)
-    ax.legend(loc="lower right")
+    if record.get("trace"):
+        ax.legend(loc="lower right")
     names = list(record["nn_single_layer_scores"])
     ax2.bar(range(len(names)), [record["nn_single_layer_scores"][n] for n in names], color="C1")
     ax2.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
@@ -150,6 +155,10 @@ def predictor(method: str, cfg: Mapping, store: FeatureStore, search_json: str |
                          f"unknown); rerun the layer search.")
     hc = hpf_config(cfg)
     method = SAME_AS.get(method, method)
+    if method == "nn_best_layer" and not record.get("nn_single_layer_scores", {"?": 0}):
+        raise ValueError(f"{method} needs single layers scored on validation pairs, and {search_json} has none "
+                         f"(hpf.layers fixed on a dataset without '{record['search_split']}' pairs); drop {method} "
+                         f"from methods or give the dataset a validation split.")
     if method == "nn_best_layer":
         return nn_predictor(store, record["best_nn_layer"], device), {"layer": record["best_nn_layer"]}
     names = record["best_layers"] if method in ("hpf", "hpf_nn") else record["best_single_rhm"]

@@ -11,7 +11,7 @@ from typing import Mapping
 import torch
 
 from ..backbones import build_backbone, resolve_device
-from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
+from ..stage_io import finish_predictions, learned_from, load_dataset, prediction_inputs, save_trained
 from ..training import resumable_settings, save_weights
 from .model import SFNet, build_sfnet
 from .predict import predict_pairs, sfnet_keypoint_fn
@@ -47,7 +47,8 @@ def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, out_init: s
     extra = {"sfnet": resumable_settings(cfg["sfnet"]), "backbone": backbone_name, "images": ids}
     result = train_sfnet(model, images, masks, s.train, Path(out_weights).parent, device, s.synthetic, s.loss,
                          extra_fingerprint=extra)
-    save_trained(cfg, "sfnet", model, result, out_weights, device, backbone=backbone_name, n_images=len(ids),
+    save_trained(cfg, "sfnet", model, result, out_weights, device, learned_from(images=ids), backbone=backbone_name,
+                 n_images=len(ids),
                  layers=list(model.layers), train=asdict(s.train))
 
 

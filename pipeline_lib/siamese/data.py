@@ -225,10 +225,17 @@ class PseudoFlowStores:
         import zarr
 
         self._where: dict[str, object] = {}
+        self._manifold_images: dict[str, list[str]] = {}  # pair id -> the images its category's manifold learned from
         for path in stores:
             root = zarr.open_group(str(path), mode="r")
+            images = list(root.attrs.get("manifold_image_ids", []))
             for key, group in root.groups():
                 self._where[group.attrs["pair_id"]] = group
+                self._manifold_images[group.attrs["pair_id"]] = images
+
+    def manifold_images(self, pair_ids) -> set[str]:
+        """Images the manifolds behind these pairs' pseudo flow learned from (recorded by the pseudo-flow stage)."""
+        return {i for pid in pair_ids for i in self._manifold_images.get(pid, ())}
 
     def __contains__(self, pair_id: str) -> bool:
         return pair_id in self._where

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..backbones import build_backbone, resolve_device
-from ..stage_io import eval_pairs, finish_predictions, load_dataset, write_meta
+from ..stage_io import eval_pairs, finish_predictions, learned_from, load_dataset, refuse_seen, write_meta
 from ..training import TrainConfig, fit, load_checkpoint, resumable_settings, save_weights
 from .augment import AugmentConfig
 from .data import PseudoFlowStores, SiamesePairData, batch_factory, demo_flow_provider, grid_flow_provider
@@ -90,8 +90,9 @@ def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | P
                  extra_fingerprint={"siamese": resumable_settings(sc), "backbone": backbone_name, "n_pairs": len(pairs)},
                  desc="siamese")
     save_weights(model, out_weights, meta)
+    learned = learned_from(pairs, stores.manifold_images(p.pair_id for p in pairs))
     write_meta(out_dir / "train_meta.json", cfg, n_pairs=len(pairs), resumed_from_epoch=result.resumed_from,
-               history=result.history, device=str(device))
+               history=result.history, device=str(device), learned_from=learned)
 
 
 def load_model(cfg: Mapping, backbone_name: str, weights: str | Path, device) -> SiameseFlowNet:
@@ -111,6 +112,7 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
     name ``method`` (e.g. ``siamese@init`` for the untrained network saved by ``train(out_init=...)``)."""
     index = load_dataset(cfg)
     _, pairs = eval_pairs(cfg, index)
+    refuse_seen(cfg, pairs, weights)
     sc = cfg["siamese"]
     device = resolve_device(cfg["device"])
     model = load_model(cfg, backbone_name, weights, device)

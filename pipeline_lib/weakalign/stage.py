@@ -22,7 +22,8 @@ import torch
 from ..backbones import build_backbone, checkpoint_key, resolve_device
 from ..config import ConfigError, section
 from ..sfnet.predict import predict_pairs
-from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
+from ..stage_io import (finish_predictions, learned_from, load_dataset, merge_learned, prediction_inputs, read_learned,
+                        save_trained)
 from ..training import TrainConfig, load_checkpoint, resumable_settings, save_weights
 from .model import WeakAlign, build_weakalign
 from .predict import weakalign_keypoint_fn
@@ -98,7 +99,8 @@ def train_cnngeometric(cfg: Mapping, backbone_name: str, out_weights: str | Path
              "backbone": backbone_name, "pairs": [p.pair_id for p in pairs]}
     result = fit_cnngeometric(model, images, train_cfg, Path(out_weights).parent, device, ranges, grid_points,
                               extra_fingerprint=extra)
-    save_trained(cfg, CNNGEOMETRIC, model, result, out_weights, device, backbone=backbone_name, n_images=len(images),
+    save_trained(cfg, CNNGEOMETRIC, model, result, out_weights, device, learned_from(pairs),
+                 backbone=backbone_name, n_images=len(images),
                  layer=model.layer, image_size=s.model.image_size, ranges=asdict(ranges),
                  identity_grid_loss=floor, train=asdict(train_cfg))
 
@@ -127,7 +129,8 @@ def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, init_from: 
              "pairs": [p.pair_id for p in pairs], "init_sha256": start.get("init_sha256")}  # content, not path
     result = train_weakalign(model, images, pair_index, s.train, Path(out_weights).parent, device, s.augment, s.loss,
                              extra_fingerprint=extra)
-    save_trained(cfg, WEAKALIGN, model, result, out_weights, device, backbone=backbone_name, n_pairs=len(pairs),
+    learned = merge_learned(learned_from(pairs), read_learned(init_from) if init_from is not None else None)
+    save_trained(cfg, WEAKALIGN, model, result, out_weights, device, learned, backbone=backbone_name, n_pairs=len(pairs),
                  layer=model.layer, train=asdict(s.train), **start)
 
 

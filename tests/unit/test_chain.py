@@ -34,6 +34,8 @@ def trained_like(seed: int) -> SiameseFlowNet:
 
 def save(model, path):
     save_weights(model, path, {"backbone": BASE, "n_pairs": 1})
+    learned = {"learned_from": {"pairs": [], "images": []}}  # as train_siamese records it: here, nothing
+    (path.parent / "train_meta.json").write_text(json.dumps(learned))
     return path
 
 

@@ -37,8 +37,10 @@ def test_saved_weights_load_back_with_their_sidecar(tmp_path, method):
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     result = TrainResult(epochs_run=2, resumed_from=1, history=[{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}])
     out = tmp_path / method / "model.pt"
-    stages.save_trained(cfg, method, model, result, out, torch.device("cpu"), n_pairs=7)
+    learned = {"pairs": ["a->b"], "images": ["a", "b"]}
+    stages.save_trained(cfg, method, model, result, out, torch.device("cpu"), learned, n_pairs=7)
     meta = json.loads((tmp_path / method / "train_meta.json").read_text())
+    assert meta["learned_from"] == learned
     assert meta["method"] == method and meta["seed"] == 3 and meta["n_pairs"] == 7
     assert meta["resumed_from_epoch"] == 1 and [h["loss"] for h in meta["history"]] == [2.0, 1.0]
     assert meta["config"][method] == cfg[method]

@@ -307,7 +307,7 @@ def test_predict_writes_the_given_method_name(tiny_demo_run):
     out = results / "siamese"
     if not (out / "init.pt").exists():
         stage.train(cfg, "efficientnet_lite0", [store], out / "model.pt", out_init=out / "init.pt")
-    cfg = {**cfg, "evaluation": {**cfg["evaluation"], "split": "all"}}
+    cfg = {**cfg, "evaluation": {**cfg["evaluation"], "split": "test"}}
     stage.predict(cfg, "efficientnet_lite0", out / "init.pt", results / "p.csv", results / "p.json",
                   method="siamese@init")
     assert json.loads((results / "p.json").read_text())["method"] == "siamese@init"

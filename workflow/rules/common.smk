@@ -4,11 +4,20 @@ import json
 import torch
 
 from pipeline_lib.methods.registry import INIT_SUFFIX, evaluated_methods
-from pipeline_lib.stage_io import categories, feature_key
+from pipeline_lib.stage_io import categories, feature_key, fold_names
 
 R = config["results_dir"]
 D = config["dataset"]["name"]
-DATA = f"{R}/{D}"
+# The dataset's tree: its index, the label-free per-category stages (manifold, pseudo flow) and the tables.
+BASE = f"{R}/{D}"
+# Under dataset.split.mode category_folds every searching, training and predicting stage runs once per fold
+# (wildcard {fold}: fold0, fold1, ...) under BASE/folds/<fold>/, and `pool_folds` pools the folds' test
+# pairs into BASE's tables; otherwise the per-fold tree is BASE itself.
+FOLDS = fold_names(config)
+DATA = f"{BASE}/folds/{{fold}}" if FOLDS else BASE
+LOGD = f"{D}/folds/{{fold}}" if FOLDS else D  # logs and benchmarks of the per-fold rules
+# DATA inside expand(): the fold stays a wildcard
+DATA_WILD = DATA.replace("{fold}", "{{fold}}")
 # Features are cached per image set and resolution, not per config: configs over the same images share them.
 FEAT_ID = f"{feature_key(config)}/{config['image']['longer_side']}px-{config['features']['dtype']}"
 FEAT = f"{R}/features/{FEAT_ID}"
@@ -25,6 +34,7 @@ CHAIN_PRIORITY = 10
 wildcard_constraints:
     backbone="[A-Za-z0-9_.-]+",
     method="[A-Za-z0-9_+.@-]+",
+    fold="fold[0-9]+",
 
 
 def trained_inputs(method):
@@ -62,29 +72,37 @@ TABLE_ALPHAS = {"evaluation": ("alphas",)}
 
 def dataset_inputs(wildcards=None):
     """The generated demo is an input of every stage that reads the dataset; real data lives outside."""
-    return [f"{DATA}/data"] if config["dataset"]["kind"] == "demo" else []
+    return [f"{BASE}/data"] if config["dataset"]["kind"] == "demo" else []
 
 
 def pair_inputs(wildcards=None):
-    """Stages that read pairs also depend on the validated pair index (bad data stops there)."""
-    return dataset_inputs() + [f"{DATA}/index/pairs.csv"]
+    """Stages that read pairs also depend on the validated pair index (bad data stops there): their
+    fold's index for a per-fold job, else the dataset's."""
+    fold = getattr(wildcards, "fold", None) if wildcards is not None else None
+    index = f"{BASE}/folds/{fold}/index/pairs.csv" if fold else f"{BASE}/index/pairs.csv"
+    return dataset_inputs() + [index]
 
 
 def manifold_outputs(backbone):
-    return expand(f"{DATA}/{backbone}/manifold/{{category}}/manifold.zarr", category=categories(config))
+    return expand(f"{BASE}/{backbone}/manifold/{{category}}/manifold.zarr", category=categories(config))
 
 
 # Methods trained on the manifold's pseudo ground truth: they need the manifold stage, so its summaries join the targets.
 PSEUDO_GT_METHODS = {"siamese", "gaur_hpf"}
 
 
+def per_fold(path):
+    """``path`` (under DATA) of every fold, or the one path without folds."""
+    return expand(path, fold=FOLDS) if FOLDS else [path]
+
+
 def final_outputs():
     out = []
     if config["manifold"]["run"] or PSEUDO_GT_METHODS & set(config["methods"]):
-        out += [f"{DATA}/{b}/manifold/summary.csv" for b in config["backbones"]]
-        out += [f"{DATA}/{b}/pseudo_flow/quality_summary.csv" for b in config["backbones"]]
+        out += [f"{BASE}/{b}/manifold/summary.csv" for b in config["backbones"]]
+        out += [f"{BASE}/{b}/pseudo_flow/quality_summary.csv" for b in config["backbones"]]
     if "gaur_hpf" in config["methods"]:  # the full chain's layer search, for the report
-        out += [f"{DATA}/{b}/chain/search_trace.png" for b in config["backbones"]]
+        out += [p for b in config["backbones"] for p in per_fold(f"{DATA}/{b}/chain/search_trace.png")]
     for b in config["backbones"]:
-        out += [f"{DATA}/{b}/pck_summary.csv", f"{DATA}/{b}/pck_summary.md", f"{DATA}/{b}/pck_summary.png"]
+        out += [f"{BASE}/{b}/pck_summary.csv", f"{BASE}/{b}/pck_summary.md", f"{BASE}/{b}/pck_summary.png"]
     return out

@@ -1,6 +1,6 @@
 rule generate_demo:
     output:
-        directory(f"{DATA}/data"),
+        directory(f"{BASE}/data"),
     params:
         cfg=cfg_params("seed", "demo"),
     log:
@@ -18,8 +18,8 @@ rule index_dataset:
     input:
         dataset_inputs,
     output:
-        pairs=f"{DATA}/index/pairs.csv",
-        meta=f"{DATA}/index/meta.json",
+        pairs=f"{BASE}/index/pairs.csv",
+        meta=f"{BASE}/index/meta.json",
     params:
         cfg=cfg_params("seed", "dataset"),
     log:
@@ -31,3 +31,17 @@ rule index_dataset:
         runtime=10,
     script:
         "../scripts/index_dataset.py"
+
+
+if FOLDS:
+
+    # Each fold's own index (its split: the fold's categories test, the others train/val), for inspection
+    # and as the per-fold stages' input.
+    use rule index_dataset as index_fold with:
+        output:
+            pairs=f"{DATA}/index/pairs.csv",
+            meta=f"{DATA}/index/meta.json",
+        log:
+            f"logs/index_dataset/{LOGD}.log",
+        benchmark:
+            f"benchmarks/index_dataset/{LOGD}.tsv"

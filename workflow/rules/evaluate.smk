@@ -4,7 +4,7 @@ EVALUATED = evaluated_methods(config["methods"])
 
 def method_files(name):
     """One file per evaluated method under methods/<method>/ (backbone left as a wildcard)."""
-    return expand(f"{DATA}/{{{{backbone}}}}/methods/{{method}}/{name}", method=EVALUATED)
+    return expand(f"{DATA_WILD}/{{{{backbone}}}}/methods/{{method}}/{name}", method=EVALUATED)
 
 
 # PCK of every method in one job: the dataset is indexed once and no process starts per method (the
@@ -37,11 +37,56 @@ rule evaluate:
         cfg=cfg_params("dataset", "evaluation", "image"),
         methods=EVALUATED,
     log:
-        f"logs/evaluate/{D}/{{backbone}}.log",
+        f"logs/evaluate/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/evaluate/{D}/{{backbone}}.tsv"
+        f"benchmarks/evaluate/{LOGD}/{{backbone}}.tsv"
     resources:
         mem_mb=2000,
         runtime=10,
     script:
         "../scripts/evaluate.py"
+
+
+if FOLDS:
+
+    # Category folds: every fold's test pairs pooled into the dataset's tables (each pair tested exactly once;
+    # the job checks it against the dataset's index), rows marked protocol category_folds, folds listed.
+    rule pool_folds:
+        input:
+            index=f"{BASE}/index/pairs.csv",
+            per_pair=expand(f"{DATA}/{{{{backbone}}}}/methods/{{method}}/pck_per_pair.csv", fold=FOLDS,
+                            method=EVALUATED),
+            metas=expand(f"{DATA}/{{{{backbone}}}}/methods/{{method}}/predict_meta.json", fold=FOLDS,
+                         method=EVALUATED),
+        output:
+            per_pair=expand(f"{BASE}/{{{{backbone}}}}/methods/{{method}}/pck_per_pair.csv", method=EVALUATED),
+            folds=f"{BASE}/{{backbone}}/folds.csv",
+            csv=f"{BASE}/{{backbone}}/pck_summary.csv",
+            md=f"{BASE}/{{backbone}}/pck_summary.md",
+            png=report(
+                f"{BASE}/{{backbone}}/pck_summary.png",
+                caption="../report/pck_summary.rst",
+                category="Evaluation",
+                subcategory="Summary",
+                labels={"dataset": D, "backbone": "{backbone}", "what": "plot"},
+            ),
+            html=report(
+                f"{BASE}/{{backbone}}/pck_summary.html",
+                caption="../report/pck_summary_table.rst",
+                category="Evaluation",
+                subcategory="Summary",
+                labels={"dataset": D, "backbone": "{backbone}", "what": "table"},
+            ),
+        params:
+            cfg=cfg_params("seed", "dataset", "evaluation", "image"),
+            methods=EVALUATED,
+            folds=FOLDS,
+        log:
+            f"logs/pool_folds/{D}/{{backbone}}.log",
+        benchmark:
+            f"benchmarks/pool_folds/{D}/{{backbone}}.tsv"
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        script:
+            "../scripts/pool_folds.py"

@@ -3,16 +3,16 @@ rule learn_manifold:
         pair_inputs,
         features=rules.extract_features.output.store,
     output:
-        store=directory(f"{DATA}/{{backbone}}/manifold/{{category}}/manifold.zarr"),
-        kfd=f"{DATA}/{{backbone}}/manifold/{{category}}/kfd.pkl",
+        store=directory(f"{BASE}/{{backbone}}/manifold/{{category}}/manifold.zarr"),
+        kfd=f"{BASE}/{{backbone}}/manifold/{{category}}/kfd.pkl",
         labels=report(
-            f"{DATA}/{{backbone}}/manifold/{{category}}/label_maps.png",
+            f"{BASE}/{{backbone}}/manifold/{{category}}/label_maps.png",
             caption="../report/label_maps.rst",
             category="Manifold learning",
             subcategory="{category}",
         ),
         convergence=report(
-            f"{DATA}/{{backbone}}/manifold/{{category}}/convergence.png",
+            f"{BASE}/{{backbone}}/manifold/{{category}}/convergence.png",
             caption="../report/convergence.rst",
             category="Manifold learning",
             subcategory="{category}",
@@ -37,7 +37,7 @@ rule summarise_manifold:
         pair_inputs,
         stores=lambda w: manifold_outputs(w.backbone),
     output:
-        csv=f"{DATA}/{{backbone}}/manifold/summary.csv",
+        csv=f"{BASE}/{{backbone}}/manifold/summary.csv",
     log:
         f"logs/summarise_manifold/{D}/{{backbone}}.log",
     benchmark:
@@ -55,7 +55,7 @@ rule make_pseudo_flow:
         manifold=rules.learn_manifold.output.store,
         features=rules.extract_features.output.store,
     output:
-        store=directory(f"{DATA}/{{backbone}}/pseudo_flow/{{category}}/pseudo_flow.zarr"),
+        store=directory(f"{BASE}/{{backbone}}/pseudo_flow/{{category}}/pseudo_flow.zarr"),
     params:
         cfg=cfg_params("seed", "pseudo_flow", dataset_keys=("kind", "root", "pairs_csv", "split")),
     log:
@@ -72,7 +72,7 @@ rule make_pseudo_flow:
 
 def per_category(backbone, path):
     """``path`` under pseudo_flow/ or manifold/ of every category (one scoring job reads them all)."""
-    return expand(f"{DATA}/{backbone}/{path}", category=categories(config))
+    return expand(f"{BASE}/{backbone}/{path}", category=categories(config))
 
 
 # The stored pseudo flows against the truth, beside the other constructions and the part-level references,
@@ -85,8 +85,8 @@ rule score_pseudo_flow:
         features=rules.extract_features.output.store,
         pseudo_flow=lambda w: per_category(w.backbone, "pseudo_flow/{category}/pseudo_flow.zarr"),
     output:
-        quality=expand(f"{DATA}/{{{{backbone}}}}/pseudo_flow/{{category}}/quality.csv", category=categories(config)),
-        csv=f"{DATA}/{{backbone}}/pseudo_flow/quality_summary.csv",
+        quality=expand(f"{BASE}/{{{{backbone}}}}/pseudo_flow/{{category}}/quality.csv", category=categories(config)),
+        csv=f"{BASE}/{{backbone}}/pseudo_flow/quality_summary.csv",
     params:
         cfg=cfg_params("seed", "pseudo_flow", "evaluation", dataset_keys=("kind", "root", "pairs_csv", "split")),
         categories=categories(config),
