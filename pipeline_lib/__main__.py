@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--configfile", default="config/config.yaml")
     r = sub.add_parser("readme-results", help="regenerate README.md's results section from the result files")
     r.add_argument("configs", nargs="*", default=["config/config.yaml", "config/pf-willow.yaml",
-                                                   "config/pf-willow-split.yaml"])
+                                                   "config/pf-willow-split.yaml", "config/pf-willow-folds.yaml"])
     r.add_argument("--readme", default="README.md")
     args = parser.parse_args(argv)
 

@@ -34,8 +34,8 @@ def dataset_table(summary_csv: Path, title: str) -> str:
                                        + [_fmt(first["ms_per_pair"]), first["n_pairs"]]) + " |")
     r = overall[0]
     lines += ["", f"Protocol: PCK averaged per pair, threshold alpha x max side of the target "
-                  f"{'object box' if r['threshold'] == 'bbox' else 'image'}, direction {r['direction']}, split "
-                  f"`{r['split']}`, images resized to a longer side of {r['longer_side']} px, "
+                  f"{'object box' if r['threshold'] == 'bbox' else 'image'}, direction {r['direction']}, protocol "
+                  f"`{r.get('protocol') or '-'}`, split `{r['split']}`, images resized to a longer side of {r['longer_side']} px, "
                   f"{r['n_pairs']} pairs ({r['n_skipped']} skipped). Source: `{summary_csv}`."]
     cats = [c for c in dict.fromkeys(x["category"] for x in rows) if c != "all"]
     mid = alphas[len(alphas) // 2]

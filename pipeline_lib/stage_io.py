@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
@@ -44,13 +45,18 @@ def feature_key(cfg: Mapping) -> str:
     what = {"root": str(Path(d["root"]).resolve()), "pairs_csv": d["pairs_csv"], "on_bad_pair": d["on_bad_pair"]}
     if d.get("categories"):  # a subset of the classes is another image set (key of the full set unchanged)
         what["categories"] = sorted(d["categories"])
+    if has_train_dataset(cfg):  # the store holds the training dataset's images too
+        t = cfg["train_dataset"]
+        what["train"] = {"kind": t["kind"], "root": str(Path(t["root"]).resolve()), "pairs_csv": t["pairs_csv"],
+                         "categories": sorted(t["categories"]), "on_bad_pair": t["on_bad_pair"]}
     ident = json.dumps(what, sort_keys=True)
     return f"{d['kind']}-{hashlib.sha1(ident.encode()).hexdigest()[:10]}"
 
 
 def categories(cfg: Mapping) -> list[str]:
-    """Category names, known before any job runs (one manifold job per category)."""
-    d = cfg["dataset"]
+    """Names of the categories the per-category label-free stages (manifold, pseudo flow) run on, known
+    before any job runs: the dataset's, or the training dataset's under the cross-dataset protocol."""
+    d = cfg["train_dataset"] if has_train_dataset(cfg) else cfg["dataset"]
     if d["kind"] == "demo":
         return sorted(cfg["demo"]["photos"])
     root = Path(d["root"])
@@ -93,13 +99,58 @@ def fold_table(cfg: Mapping) -> dict[str, str]:
                                                      cfg["seed"]).items()}
 
 
+def has_train_dataset(cfg: Mapping) -> bool:
+    return bool(cfg.get("train_dataset", {}).get("root"))
+
+
 def load_dataset(cfg: Mapping) -> DatasetIndex:
+    """The index every stage reads: ``dataset`` with its split, plus (cross-dataset protocol) the pairs of
+    ``train_dataset`` as training and validation pairs."""
+    index = _open_eval_dataset(cfg)
+    return with_train_dataset(cfg, index) if has_train_dataset(cfg) else index
+
+
+def _open_eval_dataset(cfg: Mapping) -> DatasetIndex:
     d = cfg["dataset"]
     return open_dataset(d["kind"], dataset_root(cfg), name=d["name"], pairs_csv=d["pairs_csv"],
                         on_bad_pair=d["on_bad_pair"], split_mode=d["split"]["mode"],
                         train_fraction=d["split"]["train_fraction"], val_fraction=d["split"]["val_fraction"],
                         seed=cfg["seed"], categories=d.get("categories") or (), folds=d["split"].get("folds", 0),
                         fold=d["split"].get("fold"))
+
+
+def _content_hash(path: Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def with_train_dataset(cfg: Mapping, index: DatasetIndex) -> DatasetIndex:
+    """Cross-dataset protocol: ``index`` (every pair an evaluation pair) joined with the pairs of
+    ``train_dataset`` (training pairs, ``val_fraction`` of each category's held out for validation). An image
+    of both (the same image id, or the same file content under another name) is refused, naming it."""
+    t = cfg["train_dataset"]
+    if cfg["dataset"]["split"]["mode"] != "all_test":
+        raise ValueError(f"train_dataset is given, so every pair of dataset {index.name} is an evaluation pair: set "
+                         f"dataset.split.mode: all_test (it is {cfg['dataset']['split']['mode']!r}).")
+    train = open_dataset(t["kind"], Path(t["root"]), name=f"{index.name}-train", pairs_csv=t["pairs_csv"],
+                         on_bad_pair=t["on_bad_pair"], split_mode="train_val", val_fraction=t["val_fraction"],
+                         seed=cfg["seed"], categories=t["categories"])
+    shared = sorted(set(index.images) & set(train.images))
+    if shared:
+        raise SeenError(f"image '{shared[0]}' is in the evaluation dataset ({index.images[shared[0]].path}) and in the "
+                        f"training dataset ({train.images[shared[0]].path}) ({len(shared)} such images); choose "
+                        f"evaluation categories the training dataset lacks (dataset.categories / "
+                        f"train_dataset.categories).")
+    by_hash = {_content_hash(r.path): k for k, r in train.images.items()}
+    for k, r in index.images.items():
+        twin = by_hash.get(_content_hash(r.path))
+        if twin is not None:
+            raise SeenError(f"evaluation image '{k}' ({r.path}) has the same content as training image '{twin}' "
+                            f"({train.images[twin].path}); remove it from one of the datasets or choose other "
+                            f"categories.")
+    index.images = {**index.images, **train.images}
+    index.pairs = [replace(p, split="test") for p in index.pairs] + list(train.pairs)
+    index.skipped += [(f"train_dataset: {a}", b) for a, b in train.skipped]
+    return index
 
 
 # --- what a searched or trained artifact learned from, and the refusal to test on it ------------------------
@@ -206,5 +257,5 @@ def prediction_inputs(cfg: Mapping, model: nn.Module, weights: str | Path):
     return index, pairs, device, load_trained(model, weights, device)
 
 
-__all__ = ["dataset_root", "feature_key", "categories", "is_folds", "fold_names", "fold_view", "fold_table",
+__all__ = ["dataset_root", "feature_key", "categories", "has_train_dataset", "with_train_dataset", "is_folds", "fold_names", "fold_view", "fold_table",
            "SeenError", "learned_from", "merge_learned", "read_learned", "refuse_seen", "load_dataset", "write_meta", "eval_pairs", "finish_predictions", "save_trained", "prediction_inputs"]

@@ -26,7 +26,7 @@ from .methods import PREDICTORS, predict_pairs
 from .provenance import provenance
 # Re-exported: the stage helpers live in stage_io (the ground floor that imports no paper).
 from .stage_io import (categories, dataset_root, eval_pairs, feature_key, finish_predictions,  # noqa: F401
-                       fold_table, fold_view, load_dataset, prediction_inputs, refuse_seen, save_trained,
+                       fold_table, fold_view, has_train_dataset, load_dataset, prediction_inputs, refuse_seen, save_trained,
                        write_meta)
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,12 @@ def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), **params)
 
 
+def protocol(cfg: Mapping) -> str:
+    """The result rows' ``protocol``: cross_dataset (searched/trained on train_dataset), else the split mode
+    (all_test, image_disjoint, given, category_folds)."""
+    return "cross_dataset" if has_train_dataset(cfg) else cfg["dataset"]["split"]["mode"]
+
+
 def evaluate(cfg: Mapping, methods: Sequence[str], backbone: str, predictions: Sequence[str | Path],
              predict_metas: Sequence[str | Path], per_pair_csvs: Sequence[str | Path],
              summary_csvs: Sequence[str | Path]) -> list[dict]:
@@ -122,7 +128,7 @@ def evaluate(cfg: Mapping, methods: Sequence[str], backbone: str, predictions: S
         extra = {"dataset": index.name, "backbone": backbone, "direction": ev.direction, "split": ev.split,
                  "longer_side": cfg["image"]["longer_side"], "n_skipped": len(index.skipped),
                  "ms_per_pair": round(float(meta.get("ms_per_pair", float("nan"))), 3),
-                 "protocol": cfg["dataset"]["split"]["mode"]}
+                 "protocol": protocol(cfg)}
         summary = summarise(rows, extra)
         write_csv(per_pair_csv, rows, PER_PAIR_COLUMNS)
         write_csv(summary_csv, summary, SUMMARY_COLUMNS)

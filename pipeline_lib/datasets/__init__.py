@@ -37,12 +37,16 @@ def open_dataset(kind: str, root, name: str | None = None, pairs_csv: str = "", 
     """Read a dataset of ``kind`` from ``root``, keep ``categories`` (all when empty) and apply the split.
 
     ``split_mode='category_folds'``: ``fold`` (0 .. folds-1) names the tested categories' fold; ``None``
-    is the fold-free view (see :func:`assign_category_fold_split`)."""
+    is the fold-free view (see :func:`assign_category_fold_split`). ``'train_val'``: every pair a training
+    pair but a seeded ``val_fraction`` of each category's (a cross-dataset protocol's training dataset)."""
     if kind not in LOADERS:
         raise DatasetError(f"unknown dataset kind '{kind}'; choose one of {sorted(LOADERS)}.")
     index = keep_categories(LOADERS[kind](root, name=name or kind, pairs_csv=pairs_csv, on_bad_pair=on_bad_pair),
                             categories)
-    if split_mode == "category_folds":
+    if split_mode == "train_val":  # a training dataset: every pair trains, val_fraction per category validates
+        index.pairs = assign_category_fold_split(index.pairs, None, {c: 0 for c in index.categories()},
+                                                 val_fraction, seed)
+    elif split_mode == "category_folds":
         index.pairs = assign_category_fold_split(index.pairs, fold, category_folds(index.categories(), folds, seed),
                                                  val_fraction, seed)
     elif split_mode == "image_disjoint":

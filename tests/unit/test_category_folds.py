@@ -157,3 +157,38 @@ def test_fixed_layers_need_no_validation_pairs(tiny_demo_store, tmp_path):
     with pytest.raises(ValueError, match="no 'val' pairs to search"):
         search({**cfg, "hpf": {**cfg["hpf"], "layers": "search"}}, store, out, tmp_path / "s.csv",
                tmp_path / "s.png", torch.device("cpu"))
+
+
+def test_cross_dataset_index_joins_train_pairs_and_refuses_shared_images(tmp_path):
+    from pipeline_lib.stage_io import categories, feature_key, load_dataset
+    from tests.conftest import write_png
+    from tests.unit.test_datasets import make_willow
+
+    evaluated = make_willow(tmp_path / "eval", classes=("car(G)",), with_csv=False)
+    train = make_willow(tmp_path / "train", classes=("duck(S)", "wine(M)"), n=4, with_csv=False)
+
+    def cfg(**train_keys):
+        return validate_config({"dataset": {"name": "x", "kind": "pf-willow", "root": str(evaluated)},
+                                "train_dataset": {"root": str(train), "val_fraction": 0.25, **train_keys}})
+
+    # make_willow draws every class's images from the same seeds: the same pictures under other names.
+    with pytest.raises(SeenError, match=r"evaluation image 'car\(G\)/img0' .* same content as training image"):
+        load_dataset(cfg())
+    for i in range(3):
+        write_png(evaluated / "car(G)" / f"img{i}.png", 40, 60, seed=10 + i)
+    index = load_dataset(cfg())
+    splits = {(p.category, p.split) for p in index.pairs}
+    assert splits == {("car(G)", "test"), ("duck(S)", "train"), ("duck(S)", "val"), ("wine(M)", "train"),
+                      ("wine(M)", "val")}
+    assert sum(p.split == "val" for p in index.pairs) == 2 * 3  # round(0.25 x 12) per training class
+    assert categories(cfg()) == ["duck(S)", "wine(M)"]  # the manifold learns where training happens
+    assert feature_key(cfg()) != feature_key(validate_config({"dataset": {"name": "x", "kind": "pf-willow",
+                                                                          "root": str(evaluated)}}))
+    # The same class folder in both roots: refused by name.
+    make_willow(train, classes=("car(G)",), with_csv=False)
+    with pytest.raises(SeenError, match=r"image 'car\(G\)/img0' is in the evaluation dataset"):
+        load_dataset(cfg())
+    assert len(load_dataset(cfg(categories=["duck(S)"])).images) == 3 + 4
+    bad = {**cfg(), "dataset": {**cfg()["dataset"], "split": {**cfg()["dataset"]["split"], "mode": "image_disjoint"}}}
+    with pytest.raises(ValueError, match="set dataset.split.mode: all_test"):
+        load_dataset(bad)

@@ -24,12 +24,12 @@ METHODS = TINY["methods"]
 
 
 def snakemake(repo, workdir, *args, config=None):
-    cmd = [SNAKEMAKE, "-s", str(repo / "Snakefile"), "-d", str(workdir), "--cores", "2"]
-    if config is not None:
+    cmd = [SNAKEMAKE, "-s", str(repo / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
+    if config is not None:  # last: --configfile takes several values, so a target after it would be one
         path = workdir / "test-config.yaml"
         path.write_text(yaml.safe_dump(config))
         cmd += ["--configfile", str(path)]
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
 def test_dry_run_of_the_default_config(repo, tmp_path):

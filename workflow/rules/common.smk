@@ -59,6 +59,8 @@ def cfg_params(*keys, dataset_keys=None, drop=None):
     picked = {k: config[k] for k in keys}
     if dataset_keys is not None:
         picked["dataset"] = {k: config["dataset"][k] for k in dataset_keys}
+    if "dataset" in picked and config["train_dataset"]["root"]:  # cross-dataset: the training dataset is read too
+        picked["train_dataset"] = config["train_dataset"]
     for section, names in (drop or {}).items():
         picked[section] = {k: v for k, v in picked[section].items() if k not in names}
     return json.dumps(picked, sort_keys=True)

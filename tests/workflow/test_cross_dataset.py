@@ -1,0 +1,69 @@
+"""The cross-dataset protocol on real data: search and train on classes of ../shared/data/pf-willow,
+evaluate on a second PF-WILLOW-layout root built from other classes; an image in both stops the index."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from .test_workflow import snakemake
+
+TRAIN_CLASSES = ["car(S)"]
+EVAL_CLASSES = ["motorbike(G)", "winebottle(M)"]
+N_EVAL_IMAGES = 3  # per class: 6 ordered pairs each
+
+
+def second_root(pf_willow_root, dest, classes):
+    """A PF-WILLOW-layout root (images + .mat keypoints, no pair list) from the first images of ``classes``."""
+    for c in classes:
+        (dest / c).mkdir(parents=True)
+        for png in sorted((pf_willow_root / c).glob("*.png"))[:N_EVAL_IMAGES]:
+            shutil.copy(png, dest / c)
+            shutil.copy(png.with_suffix(".mat"), dest / c)
+    return dest
+
+
+def config(eval_root, train_root, train_classes):
+    return {"dataset": {"name": "willow_cross", "kind": "pf-willow", "root": str(eval_root)},
+            "train_dataset": {"root": str(train_root), "categories": train_classes, "val_fraction": 0.1},
+            "image": {"longer_side": 96}, "device": "cpu", "methods": ["nn", "hpf", "fcss"],
+            "hpf": {"max_layers": 2, "beam_width": 2, "max_search_pairs": 4},
+            "fcss": {"n_patterns": 8, "epochs": 1, "batch_size": 4,
+                     "train": {"longer_side": 64, "n_samples": 64, "max_pairs": 8}}}
+
+
+@pytest.fixture(scope="module")
+def cross_run(repo, pf_willow_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp("cross")
+    eval_root = second_root(pf_willow_root, work / "willow2", EVAL_CLASSES)
+    r = snakemake(repo, work, config=config(eval_root, pf_willow_root, TRAIN_CLASSES))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return work
+
+
+@pytest.mark.slow
+def test_search_and_training_read_only_the_training_dataset(cross_run):
+    base = cross_run / "results" / "willow_cross" / "efficientnet_lite0"
+    rows = list(csv.DictReader((base / "pck_summary.csv").open()))
+    assert {r["protocol"] for r in rows} == {"cross_dataset"}
+    assert {r["category"] for r in rows} == {"all", *EVAL_CLASSES}
+    assert all(int(r["n_pairs"]) == len(EVAL_CLASSES) * N_EVAL_IMAGES * (N_EVAL_IMAGES - 1)
+               for r in rows if r["category"] == "all")
+    learned = json.loads((base / "fcss" / "train_meta.json").read_text())["learned_from"]
+    searched = json.loads((base / "hpf" / "search.json").read_text())["learned_from"]
+    for record in (learned, searched):
+        assert record["images"] and {i.split("/")[0] for i in record["images"]} == set(TRAIN_CLASSES)
+    evaluated = {i for r in csv.DictReader((base / "methods" / "fcss" / "pck_per_pair.csv").open())
+                 for i in (r["src"], r["trg"])}
+    assert {i.split("/")[0] for i in evaluated} == set(EVAL_CLASSES)
+
+
+@pytest.mark.slow
+def test_an_image_in_both_datasets_stops_the_index_naming_it(repo, pf_willow_root, cross_run, tmp_path):
+    eval_root = cross_run / "willow2"
+    cfg = {**config(eval_root, pf_willow_root, TRAIN_CLASSES + ["winebottle(M)"]), "results_dir": str(tmp_path)}
+    r = snakemake(repo, cross_run, str(tmp_path / "willow_cross" / "index" / "pairs.csv"), config=cfg)
+    assert r.returncode != 0
+    first = sorted((eval_root / "winebottle(M)").glob("*.png"))[0].stem
+    assert f"image 'winebottle(M)/{first}' is in the evaluation dataset" in r.stdout + r.stderr
