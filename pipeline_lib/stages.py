@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import torch
 
 from . import chain
+from .atomic import write_text
 from .backbones import build_backbone, resolve_device
 from .config import EvalConfig, config_json, section
 from .datasets import demo as demo_data
@@ -26,7 +27,7 @@ from .methods import PREDICTORS, predict_pairs
 from .provenance import provenance
 # Re-exported: the stage helpers live in stage_io (the ground floor that imports no paper).
 from .stage_io import (categories, dataset_root, eval_pairs, feature_key, finish_predictions,  # noqa: F401
-                       fold_table, fold_view, has_train_dataset, load_dataset, prediction_inputs, refuse_seen, save_trained,
+                       fold_table, fold_view, has_train_dataset, load_dataset, manifest, prediction_inputs, refuse_seen, save_trained,
                        write_meta)
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,12 @@ def generate_demo(cfg: Mapping, out_dir: str | Path) -> None:
     demo_data.generate(out_dir, section(demo_data.DemoConfig, cfg["demo"]), seed=cfg["seed"])
 
 
-def index_dataset(cfg: Mapping, pairs_csv: str | Path, meta_json: str | Path) -> None:
-    """Validate the dataset and write its pair list with splits (and the skipped pairs) for inspection."""
+def index_dataset(cfg: Mapping, pairs_csv: str | Path, meta_json: str | Path, files=None) -> None:
+    """Validate the dataset and write its pair list with splits (and the skipped pairs) for inspection;
+    ``files`` (the dataset's, :func:`stage_io.dataset_files`) go into ``manifest.json`` beside them."""
     index = load_dataset(cfg)
+    if files:
+        write_text(Path(meta_json).with_name("manifest.json"), json.dumps(manifest(files), indent=1))
     rows = [{"pair_id": p.pair_id, "category": p.category, "split": p.split, "src": p.src, "trg": p.trg,
              "n_keypoints": int(p.valid.sum())} for p in index.pairs]
     write_csv(pairs_csv, rows, ("pair_id", "category", "split", "src", "trg", "n_keypoints"))

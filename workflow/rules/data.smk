@@ -22,6 +22,9 @@ rule index_dataset:
         meta=f"{BASE}/index/meta.json",
     params:
         cfg=cfg_params("seed", "dataset"),
+        # the content of every file of the dataset: an edited image, annotation or pair list reruns the
+        # index and everything after it (a params change); an unchanged copy reruns nothing
+        data=DATA_FINGERPRINT,
     log:
         f"logs/index_dataset/{D}.log",
     benchmark:
