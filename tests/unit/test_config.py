@@ -42,3 +42,14 @@ def test_bad_value_and_unknown_key_are_named(tmp_path):
         validate_config({"evaluation": {"alpha": [0.1]}})
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden", ""])
+def test_a_dataset_name_is_one_folder_under_results(name):
+    with pytest.raises(ConfigError, match="invalid value at 'dataset/name'"):
+        validate_config({"dataset": {"name": name}})
+
+
+def test_alpha_above_one_is_refused():
+    with pytest.raises(ConfigError, match=r"invalid value at 'evaluation/alphas/1': 1.5 is greater than the maximum of 1"):
+        validate_config({"evaluation": {"alphas": [0.1, 1.5]}})
