@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from .test_workflow import snakemake
+from .test_workflow import run_workflow, snakemake
 
 TRAIN_CLASSES = ["car(S)"]
 EVAL_CLASSES = ["motorbike(G)", "winebottle(M)"]
@@ -37,9 +37,7 @@ def config(eval_root, train_root, train_classes):
 def cross_run(repo, pf_willow_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("cross")
     eval_root = second_root(pf_willow_root, work / "willow2", EVAL_CLASSES)
-    r = snakemake(repo, work, config=config(eval_root, pf_willow_root, TRAIN_CLASSES))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return work
+    return run_workflow(repo, work, config(eval_root, pf_willow_root, TRAIN_CLASSES))
 
 
 @pytest.mark.slow

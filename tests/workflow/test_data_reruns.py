@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import write_png
 from tests.unit.test_datasets import make_willow
 
-from .test_workflow import snakemake
+from .test_workflow import run_workflow, snakemake
 
 CFG = {"dataset": {"name": "edited", "kind": "pf-willow", "pairs_csv": "test_pairs.csv"},
        "image": {"longer_side": 64}, "device": "cpu", "methods": ["nn"]}
@@ -25,9 +25,7 @@ def edited_run(repo, tmp_path_factory):
     work = tmp_path_factory.mktemp("edited")
     root = make_willow(work / "willow")
     cfg = {**CFG, "dataset": {**CFG["dataset"], "root": str(root)}}
-    r = snakemake(repo, work, config=cfg)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return work, root, cfg
+    return run_workflow(repo, work, cfg), root, cfg
 
 
 def n_pairs(work):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .test_workflow import snakemake
+from .test_workflow import run_workflow, snakemake
 
 PHOTOS = ["chelsea", "coffee", "rocket"]
 TINY = {"dataset": {"name": "tiny_folds", "kind": "demo",
@@ -20,10 +20,7 @@ N_PAIRS = len(PHOTOS) * 3 * 2  # every ordered pair of 3 images per category
 
 @pytest.fixture(scope="module")
 def folds_run(repo, tmp_path_factory):
-    work = tmp_path_factory.mktemp("folds")
-    r = snakemake(repo, work, config=TINY)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return work
+    return run_workflow(repo, tmp_path_factory.mktemp("folds"), TINY)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 from pipeline_lib.config import validate_config
 from pipeline_lib.methods.registry import evaluated_methods
 
-from .test_workflow import snakemake
+from .test_workflow import run_workflow
 
 METHODS = ["sfnet", "cnngeometric", "weakalign", "fcss"]
 TRAINED_STAGES = {"sfnet": "sfnet", "cnngeometric": "weakalign", "weakalign": "weakalign", "fcss": "fcss"}
@@ -28,10 +28,7 @@ TINY = {"dataset": {"name": "tiny_learned", "kind": "demo", "split": {"mode": "g
 
 @pytest.fixture(scope="module")
 def learned_run(repo, tmp_path_factory):
-    work = tmp_path_factory.mktemp("learned")
-    r = snakemake(repo, work, config=TINY)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return work
+    return run_workflow(repo, tmp_path_factory.mktemp("learned"), TINY)
 
 
 @pytest.mark.slow

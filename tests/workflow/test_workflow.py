@@ -32,6 +32,13 @@ def snakemake(repo, workdir, *args, config=None):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
+def run_workflow(repo, work, config):
+    """A real run in ``work`` that must succeed (its output tail in the failure message)."""
+    r = snakemake(repo, work, config=config)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return work
+
+
 def test_dry_run_of_the_default_config(repo, tmp_path):
     r = snakemake(repo, tmp_path, "-n")
     assert r.returncode == 0, r.stderr
@@ -49,10 +56,7 @@ def test_bad_config_value_stops_before_any_job(repo, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(repo, tmp_path_factory):
-    work = tmp_path_factory.mktemp("wf")
-    r = snakemake(repo, work, config=TINY)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return work
+    return run_workflow(repo, tmp_path_factory.mktemp("wf"), TINY)
 
 
 @pytest.mark.slow
