@@ -27,8 +27,8 @@ from .methods import PREDICTORS, predict_pairs
 from .provenance import provenance
 # Re-exported: the stage helpers live in stage_io (the ground floor that imports no paper).
 from .stage_io import (categories, dataset_root, eval_pairs, feature_key, finish_predictions,  # noqa: F401
-                       fold_table, fold_view, has_train_dataset, load_dataset, manifest, prediction_inputs, refuse_seen, save_trained,
-                       write_meta)
+                       fold_table, fold_view, has_train_dataset, load_dataset, manifest, prediction_inputs,
+                       refuse_seen, save_trained, write_meta)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,8 @@ def evaluate_and_aggregate(cfg: Mapping, methods: Sequence[str], backbone: str, 
 
 def pool_category_folds(cfg: Mapping, methods: Sequence[str], backbone: str, folds: Sequence[str],
                         fold_per_pair: Sequence[str | Path], fold_metas: Sequence[str | Path],
-                        per_pair_csvs: Sequence[str | Path], folds_csv, csv_path, md_path, png_path, html_path=None) -> None:
+                        per_pair_csvs: Sequence[str | Path], folds_csv, csv_path, md_path, png_path,
+                        html_path=None) -> None:
     """The category-fold protocol's tables: each method's per-pair rows of every fold pooled (every pair
     of the dataset tested once, checked), summarised per category and overall; ``folds.csv`` lists
     which categories each fold tested and how many pairs it searched/trained on.
@@ -167,7 +168,8 @@ def pool_category_folds(cfg: Mapping, methods: Sequence[str], backbone: str, fol
     for m, method in enumerate(methods):
         by_fold = {f: read_csv(fold_per_pair[i * n + m]) for i, f in enumerate(folds)}
         rows = pool_folds(by_fold, expected)
-        per_fold_ms = [(json.loads(Path(fold_metas[i * n + m]).read_text()), len(by_fold[f])) for i, f in enumerate(folds)]
+        per_fold_ms = [(json.loads(Path(fold_metas[i * n + m]).read_text()), len(by_fold[f]))
+                       for i, f in enumerate(folds)]
         total = sum(k for _, k in per_fold_ms) or 1
         ms = sum(float(meta.get("ms_per_pair", float("nan"))) * k for meta, k in per_fold_ms) / total
         write_csv(per_pair_csvs[m], rows, PER_PAIR_COLUMNS + ("fold",))
