@@ -211,7 +211,8 @@ def learned_from(pairs=(), images=()) -> dict:
 def merge_learned(*records: Mapping | None) -> dict:
     """One record for an artifact built on others (WeakAlign on CNNGeometric, gaur_hpf on the Siamese encoder)."""
     recs = [r for r in records if r]
-    return {"pairs": sorted({p for r in recs for p in r["pairs"]}), "images": sorted({i for r in recs for i in r["images"]})}
+    return {"pairs": sorted({p for r in recs for p in r["pairs"]}),
+            "images": sorted({i for r in recs for i in r["images"]})}
 
 
 def sidecar(artifact: str | Path) -> Path:
@@ -244,8 +245,9 @@ def refuse_seen(cfg: Mapping, pairs, *artifacts: str | Path | None) -> dict:
     seen_pairs, seen_images = set(record["pairs"]), set(record["images"])
     for p in pairs:
         if p.pair_id in seen_pairs:
-            raise SeenError(f"evaluation pair {p.pair_id} was a search/training pair of {list(filter(None, artifacts))}; "
-                            f"evaluate on pairs it did not learn from (evaluation.split, dataset.split).")
+            raise SeenError(f"evaluation pair {p.pair_id} was a search/training pair of "
+                            f"{[str(a) for a in artifacts if a is not None]}; evaluate on pairs it did not learn "
+                            f"from (evaluation.split, dataset.split).")
         if mode == "images":
             for img in (p.src, p.trg):
                 if img in seen_images:
@@ -300,5 +302,7 @@ def prediction_inputs(cfg: Mapping, model: nn.Module, weights: str | Path):
     return index, pairs, device, load_trained(model, weights, device)
 
 
-__all__ = ["dataset_root", "feature_key", "categories", "dataset_files", "manifest", "dataset_fingerprint", "has_train_dataset", "with_train_dataset", "is_folds", "fold_names", "fold_view", "fold_table",
-           "SeenError", "learned_from", "merge_learned", "read_learned", "refuse_seen", "load_dataset", "write_meta", "eval_pairs", "finish_predictions", "save_trained", "prediction_inputs"]
+__all__ = ["dataset_root", "feature_key", "categories", "dataset_files", "manifest", "dataset_fingerprint",
+           "has_train_dataset", "with_train_dataset", "is_folds", "fold_names", "fold_view", "fold_table", "SeenError",
+           "learned_from", "merge_learned", "read_learned", "refuse_seen", "load_dataset", "write_meta", "eval_pairs",
+           "finish_predictions", "save_trained", "prediction_inputs"]
