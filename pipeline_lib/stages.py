@@ -39,8 +39,9 @@ def generate_demo(cfg: Mapping, out_dir: str | Path) -> None:
 
 def index_dataset(cfg: Mapping, pairs_csv: str | Path, meta_json: str | Path, files=None) -> None:
     """Validate the dataset and write its pair list with splits (and the skipped pairs) for inspection;
-    ``files`` (the dataset's, :func:`stage_io.dataset_files`) go into ``manifest.json`` beside them."""
-    index = load_dataset(cfg)
+    ``files`` (the dataset's, :func:`stage_io.dataset_files`) go into ``manifest.json`` beside them. Under
+    the cross-dataset protocol an image in both datasets, by name or content, stops it here."""
+    index = load_dataset(cfg, check_content=True)
     if files:
         write_text(Path(meta_json).with_name("manifest.json"), json.dumps(manifest(files), indent=1))
     rows = [{"pair_id": p.pair_id, "category": p.category, "split": p.split, "src": p.src, "trg": p.trg,

@@ -4,7 +4,7 @@ import json
 import torch
 
 from pipeline_lib.methods.registry import INIT_SUFFIX, evaluated_methods
-from pipeline_lib.stage_io import categories, dataset_files, dataset_fingerprint, feature_key, fold_names
+from pipeline_lib.stage_io import categories, dataset_fingerprints, feature_key, fold_names
 
 R = config["results_dir"]
 D = config["dataset"]["name"]
@@ -25,8 +25,7 @@ FEAT = f"{R}/features/{FEAT_ID}"
 # auto where Snakemake runs on a machine that sees one; on a cluster whose login node has no GPU, say cuda).
 GPUS = 1 if config["device"] == "cuda" or (config["device"] == "auto" and torch.cuda.is_available()) else 0
 # Content hashes of the dataset's files (all; images only): rerun triggers of the index and the features.
-DATA_FINGERPRINT = dataset_fingerprint(config)
-IMAGES_FINGERPRINT = dataset_fingerprint(config, images_only=True)
+FINGERPRINTS = dataset_fingerprints(config)
 # Threads of every heavy stage (extraction, manifold, training): config `threads`.
 HEAVY_THREADS = config["threads"]
 # The longest chain of the workflow (manifold -> pseudo flow -> Siamese training) starts first, so the

@@ -24,7 +24,7 @@ rule index_dataset:
         cfg=cfg_params("seed", "dataset"),
         # the content of every file of the dataset: an edited image, annotation or pair list reruns the
         # index and everything after it (a params change); an unchanged copy reruns nothing
-        data=DATA_FINGERPRINT,
+        data=FINGERPRINTS["data"],
     log:
         f"logs/index_dataset/{D}.log",
     benchmark:

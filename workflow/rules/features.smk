@@ -5,7 +5,7 @@ rule extract_features:
         store=directory(f"{FEAT}/{{backbone}}.zarr"),
     params:
         cfg=cfg_params("image", "features", "weights", dataset_keys=("kind", "root", "pairs_csv")),
-        images=IMAGES_FINGERPRINT,  # a replaced image re-extracts; an edited pair list does not
+        images=FINGERPRINTS["images"],  # a replaced image re-extracts; an edited pair list does not
     log:
         f"logs/extract_features/{FEAT_ID}/{{backbone}}.log",
     benchmark:
