@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CORES  ?= 2
 CONFIG ?= config/config.yaml
 
-.PHONY: venv run test test-quick pf-willow pf-willow-split pf-willow-folds readme-results report bench clean
+.PHONY: venv run test test-quick demo-stack pf-willow pf-willow-split pf-willow-folds readme-results report bench clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ test: venv
 ## Quick subset: everything but the end-to-end workflow runs.
 test-quick: venv
 	$(BIN)/python -m pytest -q -m "not slow"
+
+## The paper's Siamese architecture (stack fusion, Eq. 10) on the demo, beside nn.
+demo-stack: venv
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo-stack.yaml
+	@$(BIN)/python -m pipeline_lib summary --configfile config/demo-stack.yaml
 
 ## The same workflow on the real PF-WILLOW copy in ../shared/data.
 pf-willow: venv

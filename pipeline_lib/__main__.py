@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary", help="print the result tables of a finished run")
     s.add_argument("--configfile", default="config/config.yaml")
     r = sub.add_parser("readme-results", help="regenerate README.md's results section from the result files")
-    r.add_argument("configs", nargs="*", default=["config/config.yaml", "config/pf-willow.yaml",
-                                                   "config/pf-willow-split.yaml", "config/pf-willow-folds.yaml"])
+    r.add_argument("configs", nargs="*", default=["config/config.yaml", "config/demo-stack.yaml",
+                                                   "config/pf-willow.yaml", "config/pf-willow-split.yaml",
+                                                   "config/pf-willow-folds.yaml"])
     r.add_argument("--readme", default="README.md")
     args = parser.parse_args(argv)
 
@@ -50,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"\n## {cfg['dataset']['name']} / {b}\n\n{md.read_text()}")
         print(f"tables: {base / b / 'pck_summary.csv'} (per pair: {base / b}/methods/*/pck_per_pair.csv)")
-        print(f"artifacts: {base / b}/ (features cache: {cfg['results_dir']}/features/); logs: logs/; "
-              f"HTML report: `make report` -> report.html; inspect any artifact: python -m pipeline_lib inspect PATH")
+        print(f"artifacts: {base / b}/ (features cache: {cfg['results_dir']}/features/); "
+              f"logs: {cfg['results_dir']}/logs/; HTML report: `make report` -> report.html; "
+              f"inspect any artifact: python -m pipeline_lib inspect PATH")
     return 0
 
 

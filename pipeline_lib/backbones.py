@@ -26,6 +26,7 @@ from .training import CheckpointError, load_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+ADAPTER_KERNEL_SIZE = 3  # context of a ResidualAdapter (SFNet, Lee et al. Sec. 4.1, use 5 and 3 on their two levels)
 # EfficientNet-Lite was trained on (pixel - 127) / 128 inputs (TF-Lite convention); measured on
 # skimage's chelsea/coffee photos this gives the higher class confidence of the two conventions.
 LITE_MEAN, LITE_STD = 127.0 / 255.0, 128.0 / 255.0
@@ -40,14 +41,38 @@ class BackboneError(RuntimeError):
     """A backbone cannot be built (unknown name, missing weights file)."""
 
 
+class ResidualAdapter(nn.Module):
+    """x + Conv1x1(ReLU(Conv3x3(x))), the last convolution zero-initialised: the identity until training moves it.
+
+    The adapter of a matching layer (``siamese.match_adapter``; the shape of SFNet's residual adaptation
+    blocks, Lee et al. Sec. 4.1, without BatchNorm). The 3x3 convolution gives it each cell's neighbourhood:
+    measured on PF-WILLOW fold 0 (README), a 1x1-only adapter learns a third as much.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = ADAPTER_KERNEL_SIZE):
+        super().__init__()
+        self.context = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.out(torch.relu(self.context(x)))
+
+
 class Backbone(nn.Module):
-    """Wraps a network as an ordered list of named stages; forward returns every stage's output."""
+    """Wraps a network as an ordered list of named stages; forward returns every stage's output.
+
+    ``adapters`` (empty unless a checkpoint brings them, :func:`build_from_checkpoint`): per-layer modules
+    applied to that layer's OUTPUT only; the next stage still reads the unadapted map.
+    """
 
     def __init__(self, name: str, stages: list[tuple[str, nn.Module]], mean, std, default_layer: str):
         super().__init__()
         self.name = name
         self.layer_names = tuple(n for n, _ in stages)
         self.stages = nn.ModuleList([m for _, m in stages])
+        self.adapters = nn.ModuleDict()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.default_layer = default_layer
@@ -62,7 +87,7 @@ class Backbone(nn.Module):
         out = {}
         for name, stage in zip(self.layer_names, self.stages):
             x = stage(x)
-            out[name] = x
+            out[name] = self.adapters[name](x) if name in self.adapters else x
             if name == upto:
                 break
         return out
@@ -217,6 +242,7 @@ def build_backbone(name: str, pretrained: bool = True, weights_path: str | None 
 # Hex digits of the checkpoint's sha256 kept as its content key (64 bits: collisions are not a concern).
 CHECKPOINT_KEY_CHARS = 16
 ENCODER_PREFIX = "backbone."  # state-dict prefix of the encoder inside a SiameseFlowNet (its .backbone)
+ADAPTER_PREFIX = "match_adapters."  # state-dict prefix of its match adapters (SiameseFlowNet.match_adapters)
 
 
 def checkpoint_key(path: str | os.PathLike) -> str:
@@ -234,7 +260,9 @@ def checkpoint_key(path: str | os.PathLike) -> str:
 def build_from_checkpoint(path: str | os.PathLike) -> Backbone:
     """The encoder of a Siamese flow network checkpoint ({"model": state_dict, "meta": {"backbone": name}})
     as a Backbone in eval mode: the base architecture named in its meta, every encoder weight from its
-    state dict (no ImageNet file needed). Its name is ``siamese_<base>``."""
+    state dict (no ImageNet file needed). Its name is ``siamese_<base>``. The network's match adapters
+    (``match_adapters.<layer>.*``, :class:`ResidualAdapter`), when it has them, become the Backbone's
+    ``adapters``: those layers' features are the ones the network matched with."""
     path = Path(path)
     if not path.is_file():
         raise BackboneError(f"checkpoint not found: {path}; run the rule that trains it first (train_siamese).")
@@ -255,6 +283,14 @@ def build_from_checkpoint(path: str | os.PathLike) -> Backbone:
         net.load_state_dict(encoder, strict=True)
     except RuntimeError as exc:
         raise BackboneError(f"the encoder weights of {path} do not fit backbone '{base}': {exc}") from exc
+    adapters = {k[len(ADAPTER_PREFIX):]: v for k, v in state.items() if k.startswith(ADAPTER_PREFIX)}
+    for layer in dict.fromkeys(k.split(".")[0] for k in adapters):
+        if layer not in net.layer_names:
+            raise BackboneError(f"{path}: match adapter of layer '{layer}', which backbone '{base}' does not have.")
+        net.adapters[layer] = ResidualAdapter(adapters[f"{layer}.out.weight"].shape[0],
+                                              adapters[f"{layer}.context.weight"].shape[-1])
+    if adapters:
+        net.adapters.load_state_dict(adapters, strict=True)
     net.name = f"siamese_{base}"
     return net.eval()
 

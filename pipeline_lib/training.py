@@ -86,9 +86,15 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def latest_checkpoint(ckpt_dir: Path, fingerprint: str) -> dict | None:
-    """The newest readable checkpoint of this run, or None (a corrupt file is skipped, never trusted)."""
+def latest_checkpoint(ckpt_dir: Path, fingerprint: str, epochs: int | None = None) -> dict | None:
+    """The newest readable checkpoint of this run, or None (a corrupt file is skipped, never trusted).
+
+    ``epochs``: only checkpoints within that many epochs count, so a rerun asking for FEWER epochs resumes from
+    (or ends at) its own last epoch instead of returning a model trained for longer.
+    """
     for path in sorted(ckpt_dir.glob("epoch_*.pt"), reverse=True):
+        if epochs is not None and int(path.stem.removeprefix("epoch_")) >= epochs:
+            continue
         try:
             state = load_checkpoint(path)
         except CheckpointError as exc:  # a torn file from a kill is ignored, with a warning
@@ -155,7 +161,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor],
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     start = 0
-    state = latest_checkpoint(ckpt_dir, fp)
+    state = latest_checkpoint(ckpt_dir, fp, cfg.epochs)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])

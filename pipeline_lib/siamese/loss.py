@@ -19,6 +19,12 @@ Pixels whose squared error reaches T^2 give no gradient; :func:`flow_metrics` re
 (``under_T``: the share of supervised pixels that still train the network) and the end-point error
 (``epe_px``), which ``batch_loss`` returns to ``training.fit`` for ``train_log.csv``.
 
+Matching loss (ours, ``siamese.match_loss_weight``; fusion=correlation): a cross-entropy over each
+source cell's row of the correlation the network matched (the softmax with temperature beta of the kernel
+soft argmax, Lee et al. Eq. 2), whose target is the cell the flow target points to. It trains the match
+adapters (``backbones.ResidualAdapter``) directly. Measured on PF-WILLOW (README), the Eq. 10 loss on noisy pseudo
+flow moves the decoder's residual away from the matched flow, while this loss improves the matching.
+
 Deviations, documented: only pixels of the confidence mask count (Gaur et al. train on every
 pixel; methods.md Sec. 1 asks for the mask), and the sum is divided by the number of confident
 pixels in the batch (the paper's plain sum would tie the loss scale, and so the learning rate, to
@@ -30,6 +36,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+
+from ..geometry import cell_centres
 
 TRUNCATIONS = ("long_side", "literal")  # our reading of Gaur et al. Eq. 10's T^2 (module docstring)
 
@@ -93,21 +102,76 @@ def flow_metrics(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, t
     return {"under_T": float((sq < float(t_sq_px2)).float().mean()), "epe_px": float(sq.sqrt().mean())}
 
 
+def match_targets(flow: torch.Tensor, mask: torch.Tensor, grid_hw: tuple[int, int],
+                  target_grid_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target cell of every source cell under a dense flow.
+
+    flow (B, H, W, 2) px and mask (B, H, W) on the input (source and target of one size H x W); the flow is
+    read at the pixel nearest each source cell centre (``geometry.cell_centres``), and the point it reaches is
+    assigned to the target cell containing it. Returns (index (B, h*w) long, row-major over the target grid;
+    valid (B, h*w) bool: a confident flow whose target lies inside the image).
+    """
+    b, big_h, big_w, _ = flow.shape
+    h, w = grid_hw
+    ht, wt = target_grid_hw or grid_hw
+    centres = cell_centres(h, w, (big_h, big_w), device=flow.device, dtype=flow.dtype)  # (h*w, 2) xy px
+    px = torch.floor(centres + 0.5).long()
+    xi, yi = px[:, 0].clamp(0, big_w - 1), px[:, 1].clamp(0, big_h - 1)
+    reached = centres + flow[:, yi, xi]  # (B, h*w, 2) target pixel centres
+    cx = torch.floor((reached[..., 0] + 0.5) * wt / big_w).long()  # pixel-edge coordinates -> cell
+    cy = torch.floor((reached[..., 1] + 0.5) * ht / big_h).long()
+    valid = mask.bool()[:, yi, xi] & (cx >= 0) & (cx < wt) & (cy >= 0) & (cy < ht)
+    return cy.clamp(0, ht - 1) * wt + cx.clamp(0, wt - 1), valid
+
+
+def matching_loss(corr: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor, beta: float
+                  ) -> tuple[torch.Tensor, float]:
+    """Cross-entropy of each source cell's correlation row (softmax of beta x corr, Lee et al. Eq. 2) against
+    its target cell under ``flow`` (:func:`match_targets`), averaged over the valid cells (0 when none).
+
+    corr (B, h, w, ht, wt) cosine correlation; flow (B, H, W, 2), mask (B, H, W). Returns (loss, share of the
+    source cells that are supervised).
+    """
+    if corr.ndim != 5 or corr.shape[0] != flow.shape[0]:
+        raise ValueError(f"matching_loss: expected corr (B, h, w, ht, wt) and flow (B, H, W, 2) of one batch, got "
+                         f"{tuple(corr.shape)} and {tuple(flow.shape)}")
+    b, h, w, ht, wt = corr.shape
+    target, valid = match_targets(flow.to(corr), mask.to(corr.device), (h, w), (ht, wt))
+    ce = F.cross_entropy(beta * corr.reshape(b * h * w, ht * wt), target.reshape(-1), reduction="none")
+    weight = valid.reshape(-1).to(ce)
+    return (ce * weight).sum() / weight.sum().clamp_min(1), float(weight.mean())
+
+
 def batch_loss(model: torch.nn.Module, batch, t_sq_px2: float | None = None, truncation: str = "long_side",
-               truncation_fraction: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+               truncation_fraction: float = 1.0, flow_weight: float = 1.0, match_weight: float = 0.0
+               ) -> tuple[torch.Tensor, dict[str, float]]:
     """``loss_fn(model, batch)`` for ``training.fit``: batch has ``src``, ``trg`` (B, 3, H, W), ``flow``
     (B, H, W, 2), ``mask`` (B, H, W) on the CPU; moved to the model's device here.
 
-    T^2 = ``t_sq_px2`` when given, else ``truncation_px2`` of the input size under ``truncation`` /
-    ``truncation_fraction`` (defaults: the schema's, T = the longer side). Returns (loss, {under_T, epe_px})
-    (``flow_metrics``).
+    loss = flow_weight x Eq. 10 + match_weight x :func:`matching_loss` (the latter needs a model with
+    ``forward_with_correlation``, i.e. fusion=correlation). T^2 = ``t_sq_px2`` when given, else
+    ``truncation_px2`` of the input size under ``truncation`` / ``truncation_fraction``. Returns (loss,
+    {under_T, epe_px} (``flow_metrics``, always), and with match_weight > 0 {match_ce, match_share}).
     """
+    if flow_weight < 0 or match_weight < 0 or not (flow_weight or match_weight):
+        raise ValueError(f"loss weights must be >= 0 and not both 0, got flow {flow_weight}, match {match_weight}")
     device = next(model.parameters()).device
-    pred = model(batch.src.to(device), batch.trg.to(device))
+    src, trg = batch.src.to(device), batch.trg.to(device)
+    with_corr = getattr(model, "forward_with_correlation", None)
+    pred, corr = with_corr(src, trg) if match_weight and with_corr else (model(src, trg), None)
+    if match_weight and corr is None:
+        raise ValueError("the matching loss needs the network's correlation: set siamese.fusion: correlation")
     t_sq = truncation_px2(tuple(pred.shape[1:3]), truncation, truncation_fraction) if t_sq_px2 is None \
         else float(t_sq_px2)
     flow, mask = batch.flow.to(device), batch.mask.to(device)
-    return truncated_euclidean_loss(pred, flow, mask, t_sq), flow_metrics(pred, flow, mask, t_sq)
+    metrics = flow_metrics(pred, flow, mask, t_sq)
+    loss = flow_weight * truncated_euclidean_loss(pred, flow, mask, t_sq) if flow_weight else pred.new_zeros(())
+    if match_weight:
+        ce, share = matching_loss(corr, flow, mask, model.beta)
+        loss = loss + match_weight * ce
+        metrics.update(match_ce=float(ce.detach()), match_share=share)
+    return loss, metrics
 
 
-__all__ = ["TRUNCATIONS", "truncated_euclidean_loss", "truncation_px2", "flow_metrics", "batch_loss"]
+__all__ = ["TRUNCATIONS", "truncated_euclidean_loss", "truncation_px2", "flow_metrics", "match_targets",
+           "matching_loss", "batch_loss"]

@@ -18,7 +18,9 @@ source and target hyperpixels of ``match_layers`` (each L2-normalised per locati
 (FlowNetC, Gaur et al. ref. [8]) and matched by the kernel soft argmax of SFNet (Lee et al. Eqs.
 2-3); that coarse flow, divided by FLOW_SCALE_PX, and the match confidence join every decoder skip,
 and the head predicts a residual on top of it (zero at initialisation: the untrained network is a
-soft nearest-neighbour matcher).
+soft nearest-neighbour matcher). ``match_adapter`` (ours) adds one residual 1x1 convolution per match
+layer, zero-initialised (the identity at initialisation), so that a matching loss on the correlation
+(``siamese.loss.matching_loss``) has features to adapt while the encoder stays frozen.
 
 Measured on the demo (README), the paper's stacking learns when the decoder skips carry both
 streams' maps (``skip_target``; with the source's only it stays at zero flow for 150 steps) and the
@@ -35,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import Backbone, LayerInfo, describe_layers
+from ..backbones import Backbone, LayerInfo, ResidualAdapter, describe_layers
 from ..hpf.hyperpixel import build_hyperpixels
 from ..geometry import cell_centres
 from ..sfnet.model import BETA, KERNEL_SIGMA_CELLS, correlation, kernel_soft_argmax
@@ -112,6 +114,8 @@ class SiameseFlowNet(nn.Module):
         it, as Gaur et al. do.
     skip_target : also concatenate the target encoder's maps at every skip (config ``siamese.skip_target``;
         measured on the demo, the stack fusion learns only with it).
+    match_adapter : fusion=correlation only: a :class:`ResidualAdapter` on each match layer before the
+        correlation (config ``siamese.match_adapter``; ours).
     layer_infos : the backbone's measured layer table (``describe_layers``; e.g. rebuilt from a
         feature store's ``layers`` attribute) to skip measuring it again; None measures it.
 
@@ -124,10 +128,13 @@ class SiameseFlowNet(nn.Module):
                  decoder_channels: tuple[int, ...] | None = None, freeze_backbone: bool = False,
                  skip_target: bool = False, layer_infos: Sequence[LayerInfo] | None = None, fusion: str = "stack",
                  match_layers: Sequence[str] | None = None, beta: float = BETA,
-                 kernel_sigma_cells: float | None = KERNEL_SIGMA_CELLS):
+                 kernel_sigma_cells: float | None = KERNEL_SIGMA_CELLS, match_adapter: bool = False):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got '{fusion}'")
+        if match_adapter and fusion != "correlation":
+            raise ValueError(f"match_adapter adapts the features of the correlation; it needs fusion 'correlation', "
+                             f"got '{fusion}' (set siamese.fusion: correlation or siamese.match_adapter: false)")
         self.backbone = backbone
         self.freeze_backbone = freeze_backbone
         self.skip_target = skip_target
@@ -174,6 +181,8 @@ class SiameseFlowNet(nn.Module):
             if not match_layers or any(n not in infos for n in match_layers):
                 raise ValueError(f"match_layers {match_layers}: unknown layer(s) of backbone {backbone.name}")
             self.match_layers = match_layers
+        self.match_adapters = nn.ModuleDict(
+            {n: ResidualAdapter(infos[n].channels) for n in self.match_layers} if match_adapter else {})
         mult = 2 if skip_target else 1
         extra = MATCH_EXTRA_CHANNELS if fusion == "correlation" else 0
         stages = []
@@ -209,20 +218,27 @@ class SiameseFlowNet(nn.Module):
             feats = self.backbone(images, upto=self._encode_upto)
         return {n: feats[n] for n in self.layers + self.match_layers}
 
-    def match(self, s_feats: dict[str, torch.Tensor], t_feats: dict[str, torch.Tensor], input_hw: tuple[int, int]
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Coarse flow (B, 2, h, w) in input pixels and confidence (B, 1, h, w) on the first match layer's grid.
-
-        Hyperpixels of ``match_layers`` (each L2-normalised, ``hpf.hyperpixel.build_hyperpixels``), cosine
-        correlation, kernel soft argmax (Lee et al. Eqs. 2-3, beta and sigma in cells); confidence =
-        the best cosine similarity of each source cell.
-        """
+    def correlate(self, s_feats: dict[str, torch.Tensor], t_feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cosine correlation (B, h, w, ht, wt) of the (adapted) hyperpixels of ``match_layers``, each layer
+        L2-normalised (``hpf.hyperpixel.build_hyperpixels``), on the first match layer's grid."""
         norm = len(self.match_layers) ** 0.5  # a hyperpixel has norm sqrt(K): unit norm after this
-        src = build_hyperpixels([s_feats[n] for n in self.match_layers]) / norm
-        trg = build_hyperpixels([t_feats[n] for n in self.match_layers]) / norm
-        b, _, h, w = src.shape
-        ht, wt = trg.shape[-2:]
-        corr = correlation(src, trg).reshape(b, h * w, ht, wt)  # cosine: unit-norm hyperpixels
+
+        def adapted(feats):
+            return [self.match_adapters[n](feats[n]) if n in self.match_adapters else feats[n]
+                    for n in self.match_layers]
+
+        src = build_hyperpixels(adapted(s_feats)) / norm
+        trg = build_hyperpixels(adapted(t_feats)) / norm
+        return correlation(src, trg)
+
+    def match(self, corr: torch.Tensor, input_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coarse flow (B, 2, h, w) in input pixels and confidence (B, 1, h, w) from a ``correlate`` result.
+
+        Kernel soft argmax (Lee et al. Eqs. 2-3, beta and sigma in cells); confidence = the best cosine
+        similarity of each source cell.
+        """
+        b, h, w, ht, wt = corr.shape
+        corr = corr.reshape(b, h * w, ht, wt)
         cells = kernel_soft_argmax(corr, self.beta, self.kernel_sigma_cells)  # (B, h*w, 2) target cell xy
         # cell xy -> input pixels: (c + 0.5) * stride - 0.5, the convention of geometry.cell_centres
         scale = cells.new_tensor([input_hw[1] / wt, input_hw[0] / ht])
@@ -233,6 +249,12 @@ class SiameseFlowNet(nn.Module):
         return flow, conf
 
     def forward(self, src: torch.Tensor, trg: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_correlation(src, trg)[0]
+
+    def forward_with_correlation(self, src: torch.Tensor, trg: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward``'s flow and, with fusion=correlation, the correlation it matched (``correlate``; None
+        for stack), for a loss on the matching itself (``siamese.loss.matching_loss``)."""
         if src.ndim != 4 or src.shape[1] != 3 or src.shape != trg.shape:
             raise ValueError(f"SiameseFlowNet: expected src and trg (B, 3, H, W) of one size, got {tuple(src.shape)} "
                              f"and {tuple(trg.shape)}")
@@ -245,9 +267,10 @@ class SiameseFlowNet(nn.Module):
         feats = self.encode(x)
         s_feats = {n: f[:b] for n, f in feats.items()}
         t_feats = {n: f[b:] for n, f in feats.items()}
-        coarse = None
+        coarse = corr = None
         if self.fusion == "correlation":
-            coarse, conf = self.match(s_feats, t_feats, tuple(x.shape[-2:]))
+            corr = self.correlate(s_feats, t_feats)
+            coarse, conf = self.match(corr, tuple(x.shape[-2:]))
             coarse_in = torch.cat([coarse / FLOW_SCALE_PX, conf], dim=1)
         y = torch.cat([s_feats[self.layers[-1]], t_feats[self.layers[-1]]], dim=1)
         for k, stage in enumerate(self.decoder):
@@ -261,7 +284,7 @@ class SiameseFlowNet(nn.Module):
             flow = F.interpolate(flow, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if coarse is not None:  # residual on the matched flow (displacements need no rescaling)
             flow = flow + F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return flow[:, :, :h, :w].permute(0, 2, 3, 1)
+        return flow[:, :, :h, :w].permute(0, 2, 3, 1), corr
 
 
 __all__ = ["SiameseFlowNet", "auto_layers", "FLOW_SCALE_PX", "FUSIONS"]

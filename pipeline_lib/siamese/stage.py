@@ -23,7 +23,8 @@ from .predict import predict_by_retrieval, predict_pairs
 
 log = logging.getLogger(__name__)
 # siamese config keys that shape the network (a checkpoint is rebuilt with the values it was trained with)
-ARCHITECTURE_KEYS = ("fusion", "match_layers", "match_beta", "match_kernel_sigma_cells", "freeze_backbone", "skip_target")
+ARCHITECTURE_KEYS = ("fusion", "match_layers", "match_beta", "match_kernel_sigma_cells", "freeze_backbone", "skip_target",
+                     "match_adapter")
 
 
 def _model(cfg: Mapping, backbone_name: str) -> SiameseFlowNet:
@@ -33,7 +34,7 @@ def _model(cfg: Mapping, backbone_name: str) -> SiameseFlowNet:
     return SiameseFlowNet(backbone, freeze_backbone=sc["freeze_backbone"], fusion=sc["fusion"],
                           skip_target=sc["skip_target"],
                           match_layers=match_layers, beta=sc["match_beta"],
-                          kernel_sigma_cells=sc["match_kernel_sigma_cells"])
+                          kernel_sigma_cells=sc["match_kernel_sigma_cells"], match_adapter=sc["match_adapter"])
 
 
 def augment_config(sc: Mapping) -> AugmentConfig | None:
@@ -45,9 +46,17 @@ def augment_config(sc: Mapping) -> AugmentConfig | None:
 
 
 def loss_function(sc: Mapping):
-    """``loss_fn(model, batch) -> (loss, {under_T, epe_px})`` of the ``siamese`` config section: the truncated
-    Euclidean loss (Gaur et al. Eq. 10) with T from ``truncation`` / ``truncation_fraction`` (our reading)."""
-    return partial(batch_loss, truncation=sc["truncation"], truncation_fraction=sc["truncation_fraction"])
+    """``loss_fn(model, batch) -> (loss, metrics)`` of the ``siamese`` config section: ``flow_loss_weight`` x the
+    truncated Euclidean loss (Gaur et al. Eq. 10; T from ``truncation`` / ``truncation_fraction``, our reading)
+    + ``match_loss_weight`` x the matching loss on the correlation (ours; fusion=correlation)."""
+    if sc["match_loss_weight"] and sc["fusion"] != "correlation":
+        raise ValueError(f"siamese.match_loss_weight {sc['match_loss_weight']} needs the correlation of fusion "
+                         f"'correlation', but siamese.fusion is '{sc['fusion']}': set one of them in the config.")
+    if not (sc["flow_loss_weight"] or sc["match_loss_weight"]):
+        raise ValueError("siamese.flow_loss_weight and siamese.match_loss_weight are both 0: nothing would train; "
+                         "set one of them > 0 in the config.")
+    return partial(batch_loss, truncation=sc["truncation"], truncation_fraction=sc["truncation_fraction"],
+                   flow_weight=sc["flow_loss_weight"], match_weight=sc["match_loss_weight"])
 
 
 def train_config(cfg: Mapping) -> TrainConfig:
@@ -81,6 +90,9 @@ def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | P
     device = resolve_device(cfg["device"])
     torch.manual_seed(cfg["seed"])
     model = _model(cfg, backbone_name)
+    if not sc["flow_loss_weight"]:  # the decoder serves only Eq. 10: it keeps its zero residual, and the
+        model.decoder.requires_grad_(False)  # logged param_change is that of what trains (the match adapters)
+        model.head.requires_grad_(False)
     meta = {"backbone": backbone_name, "siamese": dict(sc), "train": asdict(tc), "n_pairs": len(pairs),
             "pseudo_flow": dict(cfg["pseudo_flow"])}
     if out_init is not None:  # seeded construction, before any optimisation step

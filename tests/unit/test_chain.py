@@ -59,6 +59,25 @@ def test_checkpoint_backbone_rebuilds_the_exact_encoder(ckpt):
     assert not torch.allclose(got[trained.layer_names[-1]], fresh[trained.layer_names[-1]])
 
 
+def test_checkpoint_backbone_carries_the_trained_match_adapters(tmp_path):
+    """A correlation-fusion network's match adapters become the rebuilt encoder's output adapters: the adapted
+    layers give what the network matched with, every other layer (and the stages after them) stays as trained."""
+    torch.manual_seed(0)
+    model = SiameseFlowNet(build_backbone(BASE, pretrained=False), fusion="correlation", match_adapter=True).eval()
+    with torch.no_grad():
+        for adapter in model.match_adapters.values():
+            adapter.out.weight.normal_(0, 0.1)
+    enc = build_from_checkpoint(save(model, tmp_path / "m" / "model.pt"))
+    assert set(enc.adapters) == set(model.match_layers)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        got, plain = enc(x), model.backbone(x)
+        for name in enc.layer_names:
+            want = model.match_adapters[name](plain[name]) if name in model.match_adapters else plain[name]
+            assert torch.allclose(got[name], want, atol=1e-6), name
+    assert not torch.allclose(got[model.match_layers[0]], plain[model.match_layers[0]])
+
+
 def test_checkpoint_key_is_the_content_not_the_path(ckpt, tmp_path):
     copy = tmp_path / "elsewhere.pt"
     shutil.copy(ckpt["a"], copy)

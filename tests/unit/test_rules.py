@@ -1,4 +1,5 @@
-"""Every workflow rule is inspectable afterwards: it logs to logs/ and records time and memory in benchmarks/."""
+"""Every workflow rule is inspectable afterwards: it logs to <results_dir>/logs/ and records time and memory in
+<results_dir>/benchmarks/."""
 
 import re
 from pathlib import Path
@@ -20,8 +21,8 @@ def test_every_rule_has_a_log_and_a_benchmark():
     blocks = rule_blocks()
     assert {"generate_demo", "evaluate", "train_siamese", "make_pseudo_flow"} <= set(blocks)
     for name, block in blocks.items():
-        assert re.search(r"\n    log:\n\s+f\"logs/", block), f"rule {name} has no log under logs/"
-        assert re.search(r"\n    benchmark:\n\s+f\"benchmarks/", block), f"rule {name} has no benchmark"
+        assert re.search(r"\n    log:\n\s+f\"\{LOGS\}/", block), f"rule {name} has no log under LOGS"
+        assert re.search(r"\n    benchmark:\n\s+f\"\{BENCH\}/", block), f"rule {name} has no benchmark"
 
 
 def test_heavy_rules_take_their_threads_from_the_config():

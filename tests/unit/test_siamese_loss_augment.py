@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from pipeline_lib.pseudo_flow import pixel_grid, to_normalised
 from pipeline_lib.siamese.augment import (ROTATION_RANGE_DEG, SCALE_RANGE, AugmentConfig, augment_pair,
                                           sample_transform, similarity_matrix, transform_flow, warp_image)
-from pipeline_lib.siamese.loss import batch_loss, flow_metrics, truncated_euclidean_loss, truncation_px2
+from pipeline_lib.siamese.loss import (batch_loss, flow_metrics, match_targets, matching_loss, truncated_euclidean_loss,
+                                       truncation_px2)
 
 S = 16  # literal reading: T^2 = 16 px^2 -> T = 4 px; long_side: T = 16 px
 T_LITERAL = 16.0
@@ -93,6 +94,53 @@ def test_batch_loss_returns_the_metrics_under_the_configured_reading():
     assert loss.item() == pytest.approx(100.0) and m["under_T"] == 1.0
     loss.backward()
     assert torch.allclose(model.value.grad, torch.tensor([12.0, 16.0]))  # d/dv mean ||v||^2 = 2 v
+
+
+def test_match_targets_of_a_one_cell_translation():
+    """A flow of +8 px in x on a 32 px input with a 4 x 4 grid (8 px cells): every cell's target is the next
+    cell to the right; the last column leaves the image (invalid), as do unconfident pixels."""
+    flow = torch.zeros(1, 32, 32, 2)
+    flow[..., 0] = 8.0
+    mask = torch.ones(1, 32, 32, dtype=torch.bool)
+    mask[0, :8, :8] = False  # cell (0, 0) unconfident
+    index, valid = match_targets(flow, mask, (4, 4))
+    grid = torch.arange(16).view(4, 4)
+    assert torch.equal(index[0].view(4, 4)[:, :3], grid[:, 1:])
+    expect = torch.ones(4, 4, dtype=torch.bool)
+    expect[:, 3] = False
+    expect[0, 0] = False
+    assert torch.equal(valid[0].view(4, 4), expect)
+    # a coarser target grid: the same points fall into 2 x 2 cells of 16 px
+    index, valid = match_targets(flow, torch.ones_like(mask), (4, 4), (2, 2))
+    assert index[0].view(4, 4)[0].tolist()[:3] == [0, 1, 1] and valid[0].view(4, 4)[:, 3].logical_not().all()
+
+
+def test_matching_loss_prefers_the_planted_match_and_ignores_invalid_cells():
+    flow = torch.zeros(1, 32, 32, 2)
+    flow[..., 0] = 8.0
+    mask = torch.ones(1, 32, 32, dtype=torch.bool)
+    target, valid = match_targets(flow, mask, (4, 4))
+    right = F.one_hot(target[0], 16).float().view(1, 4, 4, 4, 4)  # correlation 1 at the true target cell
+    wrong = torch.roll(right, 1, dims=-1)
+    good, share = matching_loss(right, flow, mask, beta=50.0)
+    bad, _ = matching_loss(wrong, flow, mask, beta=50.0)
+    assert share == pytest.approx(valid.float().mean().item()) == pytest.approx(0.75)
+    assert good.item() < 1e-6 < 10.0 < bad.item()
+    none, share = matching_loss(wrong, flow, torch.zeros_like(mask), beta=50.0)
+    assert none.item() == 0.0 and share == 0.0
+    with pytest.raises(ValueError, match="corr"):
+        matching_loss(right[0], flow, mask, beta=50.0)
+
+
+def test_batch_loss_refuses_a_matching_loss_without_a_correlation():
+    from pipeline_lib.siamese.data import FlowBatch
+
+    b = FlowBatch(torch.zeros(1, 3, S, S), torch.zeros(1, 3, S, S), torch.zeros(1, S, S, 2),
+                  torch.ones(1, S, S, dtype=torch.bool), ("p",))
+    with pytest.raises(ValueError, match="not both 0"):
+        batch_loss(_ConstantFlow([0.0, 0.0]), b, flow_weight=0.0)
+    with pytest.raises(ValueError, match="fusion: correlation"):
+        batch_loss(_ConstantFlow([0.0, 0.0]), b, match_weight=1.0)  # a flow regressor without a correlation
 
 
 def test_zero_at_perfect_prediction():

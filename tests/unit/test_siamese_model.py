@@ -151,7 +151,7 @@ def test_correlation_match_recovers_a_planted_cell_shift(lite0, infos):
     g = torch.Generator().manual_seed(0)
     src = torch.randn(1, 40, 8, 8, generator=g)  # block04: 40 channels, an 8 x 8 grid of a 64 px input
     trg = torch.roll(src, shifts=1, dims=3)  # target cell (i, j + 1) shows source cell (i, j)
-    flow, conf = m.match({"block04": src}, {"block04": trg}, (64, 64))
+    flow, conf = m.match(m.correlate({"block04": src}, {"block04": trg}), (64, 64))
     assert flow.shape == (1, 2, 8, 8) and conf.shape == (1, 1, 8, 8)
     assert torch.allclose(flow[0, 0, :, :7], torch.tensor(8.0), atol=1e-3)  # one 8 px cell right
     assert torch.allclose(flow[0, 1], torch.tensor(0.0), atol=1e-3)
@@ -165,7 +165,7 @@ def test_untrained_correlation_model_outputs_the_matched_flow(lite0, infos):
     with torch.no_grad():
         out = m(x, x)
         feats = m.encode(x)
-        coarse, _ = m.match(feats, feats, (64, 64))
+        coarse, _ = m.match(m.correlate(feats, feats), (64, 64))
     expect = torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False)
     assert torch.allclose(out, expect.permute(0, 2, 3, 1), atol=1e-4)  # zero head: residual 0
     assert out.abs().max() < 2.0  # an image matched to itself stays (soft argmax: sub-cell)
@@ -173,3 +173,24 @@ def test_untrained_correlation_model_outputs_the_matched_flow(lite0, infos):
         SiameseFlowNet(lite0, layer_infos=infos, fusion="sum")
     with pytest.raises(ValueError, match="match_layers"):
         SiameseFlowNet(lite0, layer_infos=infos, fusion="correlation", match_layers=("nope",))
+    with pytest.raises(ValueError, match="match_adapter.*fusion 'correlation'"):
+        SiameseFlowNet(lite0, layer_infos=infos, fusion="stack", match_adapter=True)
+
+
+def test_match_adapter_is_the_identity_until_trained(lite0, infos):
+    """Zero-initialised residual adapters: the untrained network equals the one without them, and a
+    matching loss on the correlation reaches the adapters."""
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    plain = correlation_model(lite0, infos)
+    torch.manual_seed(0)
+    adapted = correlation_model(lite0, infos, match_adapter=True)
+    assert set(adapted.match_adapters) == set(adapted.match_layers)
+    with torch.no_grad():
+        assert torch.equal(plain(x[:1], x[1:]), adapted(x[:1], x[1:]))
+    flow, corr = adapted.forward_with_correlation(x[:1], x[1:])
+    assert corr.shape[0] == 1 and corr.ndim == 5
+    corr.sum().backward()
+    for adapter in adapted.match_adapters.values():
+        assert adapter.out.weight.grad is not None and adapter.out.weight.grad.abs().sum() > 0
+    adapted.zero_grad(set_to_none=True)

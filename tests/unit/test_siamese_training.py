@@ -222,6 +222,37 @@ def test_top_k_retrieval_protocol_transfers_from_the_nearest_gallery_image(trans
                              progress=False)
 
 
+def test_matching_loss_trains_the_match_adapters_only(translated_set, tmp_path):
+    """fusion=correlation with match adapters and the matching loss alone, encoder frozen: the cross-entropy
+    falls on the planted translation, and nothing but the adapters moves (the decoder gets no gradient)."""
+    from functools import partial
+
+    torch.manual_seed(0)
+    model = SiameseFlowNet(build_backbone("efficientnet_lite0"), fusion="correlation", match_adapter=True,
+                           freeze_backbone=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    data = SiamesePairData(translated_set, translated_set.pairs, constant_flow, SIZE)
+    loss_fn = partial(batch_loss, flow_weight=0.0, match_weight=1.0)
+    result = fit(model, loss_fn, batch_factory(data, batch_size=4), TrainConfig(epochs=4, lr=1e-2, batch_size=4),
+                 tmp_path, torch.device("cpu"), desc="siamese")
+    h = result.history
+    assert h[-1]["match_ce"] < 0.8 * h[0]["match_ce"] and 0.5 < h[0]["match_share"] <= 1.0
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed and all(n.startswith("match_adapters.") for n in changed)
+
+
+def test_loss_settings_are_checked_against_the_fusion():
+    from pipeline_lib.config import validate_config
+    from pipeline_lib.siamese.stage import loss_function
+
+    with pytest.raises(ValueError, match="match_loss_weight 1.0 needs .* fusion 'correlation'"):
+        loss_function(validate_config({"siamese": {"match_loss_weight": 1.0}})["siamese"])
+    with pytest.raises(ValueError, match="both 0"):
+        loss_function(validate_config({"siamese": {"fusion": "correlation", "flow_loss_weight": 0}})["siamese"])
+    fn = loss_function(validate_config({"siamese": {"fusion": "correlation", "match_loss_weight": 2.0}})["siamese"])
+    assert fn.keywords["match_weight"] == 2.0 and fn.keywords["flow_weight"] == 1.0
+
+
 def test_augmentation_comes_from_the_config_with_the_papers_defaults():
     from pipeline_lib.config import validate_config
     from pipeline_lib.siamese.stage import augment_config

@@ -70,6 +70,24 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
     torch.testing.assert_close(resumed.weight, straight.weight)
 
 
+def test_fewer_epochs_end_at_their_own_epoch_not_a_longer_runs(tmp_path):
+    """A rerun asking for fewer epochs than the checkpoints hold returns the model of ITS last epoch (the one a
+    fresh run of that length gives), never the longer run's."""
+    x, y = regression_problem()
+    torch.manual_seed(0)
+    fit(nn.Linear(3, 1), mse, batches_of(x, y), TrainConfig(epochs=5, lr=0.05, seed=3), tmp_path / "a",
+        torch.device("cpu"))
+    torch.manual_seed(0)
+    fresh = nn.Linear(3, 1)
+    fit(fresh, mse, batches_of(x, y), TrainConfig(epochs=2, lr=0.05, seed=3), tmp_path / "b", torch.device("cpu"))
+    torch.manual_seed(0)
+    shorter = nn.Linear(3, 1)
+    res = fit(shorter, mse, batches_of(x, y), TrainConfig(epochs=2, lr=0.05, seed=3), tmp_path / "a",
+              torch.device("cpu"))
+    assert res.resumed_from == 2 and res.epochs_run == 0 and [h["epoch"] for h in res.history] == [1, 2]
+    torch.testing.assert_close(shorter.weight, fresh.weight)
+
+
 def test_corrupt_or_foreign_checkpoints_are_not_trusted(tmp_path):
     x, y = regression_problem()
     cfg = TrainConfig(epochs=2, lr=0.05)

@@ -9,9 +9,9 @@ rule extract_siamese_features:
     params:
         cfg=cfg_params("image", "features", dataset_keys=("kind", "root", "pairs_csv")),
     log:
-        f"logs/extract_siamese_features/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/extract_siamese_features/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/extract_siamese_features/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/extract_siamese_features/{LOGD}/{{backbone}}.tsv"
     threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
@@ -38,9 +38,9 @@ rule search_gaur_layers:
     params:
         cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=TABLE_ALPHAS),
     log:
-        f"logs/search_gaur_layers/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/search_gaur_layers/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/search_gaur_layers/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/search_gaur_layers/{LOGD}/{{backbone}}.tsv"
     resources:
         mem_mb=8000,
         runtime=120,
@@ -62,9 +62,9 @@ rule predict_gaur_hpf:
         cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=SCORING_ONLY),
         method="gaur_hpf",
     log:
-        f"logs/predict_gaur_hpf/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/predict_gaur_hpf/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_gaur_hpf/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/predict_gaur_hpf/{LOGD}/{{backbone}}.tsv"
     resources:
         mem_mb=8000,
         runtime=60,

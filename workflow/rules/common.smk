@@ -16,6 +16,10 @@ BASE = f"{R}/{D}"
 FOLDS = fold_names(config)
 DATA = f"{BASE}/folds/{{fold}}" if FOLDS else BASE
 LOGD = f"{D}/folds/{{fold}}" if FOLDS else D  # logs and benchmarks of the per-fold rules
+# Every rule logs to LOGS/<rule>/... and records time and memory in BENCH/<rule>/...: under results_dir, so
+# two runs with different results_dir never write (or read back) each other's logs.
+LOGS = f"{R}/logs"
+BENCH = f"{R}/benchmarks"
 # DATA inside expand(): the fold stays a wildcard
 DATA_WILD = DATA.replace("{fold}", "{{fold}}")
 # Features are cached per image set and resolution, not per config: configs over the same images share them.

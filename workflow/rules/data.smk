@@ -4,9 +4,9 @@ rule generate_demo:
     params:
         cfg=cfg_params("seed", "demo"),
     log:
-        f"logs/generate_demo/{D}.log",
+        f"{LOGS}/generate_demo/{D}.log",
     benchmark:
-        f"benchmarks/generate_demo/{D}.tsv"
+        f"{BENCH}/generate_demo/{D}.tsv"
     resources:
         mem_mb=2000,
         runtime=10,
@@ -26,9 +26,9 @@ rule index_dataset:
         # index and everything after it (a params change); an unchanged copy reruns nothing
         data=FINGERPRINTS["data"],
     log:
-        f"logs/index_dataset/{D}.log",
+        f"{LOGS}/index_dataset/{D}.log",
     benchmark:
-        f"benchmarks/index_dataset/{D}.tsv"
+        f"{BENCH}/index_dataset/{D}.tsv"
     resources:
         mem_mb=2000,
         runtime=10,
@@ -45,6 +45,6 @@ if FOLDS:
             pairs=f"{DATA}/index/pairs.csv",
             meta=f"{DATA}/index/meta.json",
         log:
-            f"logs/index_dataset/{LOGD}.log",
+            f"{LOGS}/index_dataset/{LOGD}.log",
         benchmark:
-            f"benchmarks/index_dataset/{LOGD}.tsv"
+            f"{BENCH}/index_dataset/{LOGD}.tsv"

@@ -37,9 +37,9 @@ rule evaluate:
         cfg=cfg_params("dataset", "evaluation", "image"),
         methods=EVALUATED,
     log:
-        f"logs/evaluate/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/evaluate/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/evaluate/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/evaluate/{LOGD}/{{backbone}}.tsv"
     resources:
         mem_mb=2000,
         runtime=10,
@@ -82,9 +82,9 @@ if FOLDS:
             methods=EVALUATED,
             folds=FOLDS,
         log:
-            f"logs/pool_folds/{D}/{{backbone}}.log",
+            f"{LOGS}/pool_folds/{D}/{{backbone}}.log",
         benchmark:
-            f"benchmarks/pool_folds/{D}/{{backbone}}.tsv"
+            f"{BENCH}/pool_folds/{D}/{{backbone}}.tsv"
         resources:
             mem_mb=2000,
             runtime=10,

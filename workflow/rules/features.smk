@@ -7,9 +7,9 @@ rule extract_features:
         cfg=cfg_params("image", "features", "weights", dataset_keys=("kind", "root", "pairs_csv")),
         images=FINGERPRINTS["images"],  # a replaced image re-extracts; an edited pair list does not
     log:
-        f"logs/extract_features/{FEAT_ID}/{{backbone}}.log",
+        f"{LOGS}/extract_features/{FEAT_ID}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/extract_features/{FEAT_ID}/{{backbone}}.tsv"
+        f"{BENCH}/extract_features/{FEAT_ID}/{{backbone}}.tsv"
     threads: HEAVY_THREADS
     resources:
         mem_mb=8000,

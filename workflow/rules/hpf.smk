@@ -14,9 +14,9 @@ rule search_hyperpixel_layers:
     params:
         cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=TABLE_ALPHAS),
     log:
-        f"logs/search_hyperpixel_layers/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/search_hyperpixel_layers/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/search_hyperpixel_layers/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/search_hyperpixel_layers/{LOGD}/{{backbone}}.tsv"
     resources:
         mem_mb=8000,
         runtime=120,
@@ -38,9 +38,9 @@ rule predict_hpf:
     params:
         cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=SCORING_ONLY),
     log:
-        f"logs/predict_hpf/{LOGD}/{{backbone}}/{{method}}.log",
+        f"{LOGS}/predict_hpf/{LOGD}/{{backbone}}/{{method}}.log",
     benchmark:
-        f"benchmarks/predict_hpf/{LOGD}/{{backbone}}/{{method}}.tsv"
+        f"{BENCH}/predict_hpf/{LOGD}/{{backbone}}/{{method}}.tsv"
     resources:
         mem_mb=8000,
         runtime=60,

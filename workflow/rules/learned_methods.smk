@@ -21,9 +21,9 @@ rule train_sfnet:
     params:
         cfg=cfg_params("seed", "weights", "sfnet", dataset_keys=("kind", "root", "split")),
     log:
-        f"logs/train_sfnet/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/train_sfnet/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/train_sfnet/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/train_sfnet/{LOGD}/{{backbone}}.tsv"
     threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
@@ -44,9 +44,9 @@ rule predict_sfnet:  # sfnet and sfnet@init: trained and initial weights, one jo
             "seed", "weights", "sfnet", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
         ),
     log:
-        f"logs/predict_sfnet/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/predict_sfnet/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_sfnet/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/predict_sfnet/{LOGD}/{{backbone}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
@@ -81,9 +81,9 @@ rule train_cnngeometric:
                                 "crop_fraction", "threshold_cells", "normalise", "transfer")},
         ),
     log:
-        f"logs/train_cnngeometric/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/train_cnngeometric/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/train_cnngeometric/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/train_cnngeometric/{LOGD}/{{backbone}}.tsv"
     threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
@@ -105,9 +105,9 @@ rule predict_cnngeometric:
             "seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
         ),
     log:
-        f"logs/predict_cnngeometric/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/predict_cnngeometric/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_cnngeometric/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/predict_cnngeometric/{LOGD}/{{backbone}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
@@ -135,9 +135,9 @@ rule train_weakalign:
     params:
         cfg=cfg_params("seed", "weights", "weakalign", dataset_keys=("kind", "root", "split")),
     log:
-        f"logs/train_weakalign/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/train_weakalign/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/train_weakalign/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/train_weakalign/{LOGD}/{{backbone}}.tsv"
     threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
@@ -159,9 +159,9 @@ rule predict_weakalign:
             "seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
         ),
     log:
-        f"logs/predict_weakalign/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/predict_weakalign/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_weakalign/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/predict_weakalign/{LOGD}/{{backbone}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
@@ -187,9 +187,9 @@ rule train_fcss:
     params:
         cfg=cfg_params("seed", "weights", "fcss", dataset_keys=("kind", "root", "split"), drop={"fcss": ("longer_side",)}),
     log:
-        f"logs/train_fcss/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/train_fcss/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/train_fcss/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/train_fcss/{LOGD}/{{backbone}}.tsv"
     threads: HEAVY_THREADS
     resources:
         mem_mb=8000,
@@ -211,9 +211,9 @@ rule predict_fcss:
             "seed", "weights", "fcss", "evaluation", "image", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
         ),
     log:
-        f"logs/predict_fcss/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/predict_fcss/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_fcss/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/predict_fcss/{LOGD}/{{backbone}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,

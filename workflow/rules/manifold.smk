@@ -20,9 +20,9 @@ rule learn_manifold:
     params:
         cfg=cfg_params("seed", "manifold", dataset_keys=("kind", "root", "pairs_csv", "split")),
     log:
-        f"logs/learn_manifold/{D}/{{backbone}}/{{category}}.log",
+        f"{LOGS}/learn_manifold/{D}/{{backbone}}/{{category}}.log",
     benchmark:
-        f"benchmarks/learn_manifold/{D}/{{backbone}}/{{category}}.tsv"
+        f"{BENCH}/learn_manifold/{D}/{{backbone}}/{{category}}.tsv"
     threads: HEAVY_THREADS
     priority: CHAIN_PRIORITY
     resources:
@@ -39,9 +39,9 @@ rule summarise_manifold:
     output:
         csv=f"{BASE}/{{backbone}}/manifold/summary.csv",
     log:
-        f"logs/summarise_manifold/{D}/{{backbone}}.log",
+        f"{LOGS}/summarise_manifold/{D}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/summarise_manifold/{D}/{{backbone}}.tsv"
+        f"{BENCH}/summarise_manifold/{D}/{{backbone}}.tsv"
     resources:
         mem_mb=1000,
         runtime=5,
@@ -59,9 +59,9 @@ rule make_pseudo_flow:
     params:
         cfg=cfg_params("seed", "pseudo_flow", dataset_keys=("kind", "root", "pairs_csv", "split")),
     log:
-        f"logs/make_pseudo_flow/{D}/{{backbone}}/{{category}}.log",
+        f"{LOGS}/make_pseudo_flow/{D}/{{backbone}}/{{category}}.log",
     benchmark:
-        f"benchmarks/make_pseudo_flow/{D}/{{backbone}}/{{category}}.tsv"
+        f"{BENCH}/make_pseudo_flow/{D}/{{backbone}}/{{category}}.tsv"
     priority: CHAIN_PRIORITY
     resources:
         mem_mb=4000,
@@ -91,9 +91,9 @@ rule score_pseudo_flow:
         cfg=cfg_params("seed", "pseudo_flow", "evaluation", dataset_keys=("kind", "root", "pairs_csv", "split")),
         categories=categories(config),
     log:
-        f"logs/score_pseudo_flow/{D}/{{backbone}}.log",
+        f"{LOGS}/score_pseudo_flow/{D}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/score_pseudo_flow/{D}/{{backbone}}.tsv"
+        f"{BENCH}/score_pseudo_flow/{D}/{{backbone}}.tsv"
     resources:
         mem_mb=4000,
         runtime=30,

@@ -9,9 +9,9 @@ rule predict_nn:
         cfg=cfg_params("seed", "dataset", "nn", "evaluation", drop=SCORING_ONLY),
         method="nn",
     log:
-        f"logs/predict_nn/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/predict_nn/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_nn/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/predict_nn/{LOGD}/{{backbone}}.tsv"
     resources:
         mem_mb=4000,
         runtime=30,

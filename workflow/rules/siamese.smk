@@ -21,9 +21,9 @@ rule train_siamese:
         cfg=cfg_params("seed", "siamese", "pseudo_flow", "manifold", dataset_keys=("kind", "root", "split"),
                        drop={"siamese": ("retrieval_top_k",)}),  # a prediction-only key: never retrains
     log:
-        f"logs/train_siamese/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/train_siamese/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/train_siamese/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/train_siamese/{LOGD}/{{backbone}}.tsv"
     threads: HEAVY_THREADS
     priority: CHAIN_PRIORITY
     resources:
@@ -46,9 +46,9 @@ rule predict_siamese:
             "seed", "siamese", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
         ),
     log:
-        f"logs/predict_siamese/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/predict_siamese/{LOGD}/{{backbone}}.log",
     benchmark:
-        f"benchmarks/predict_siamese/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/predict_siamese/{LOGD}/{{backbone}}.tsv"
     priority: CHAIN_PRIORITY
     resources:
         mem_mb=4000,
