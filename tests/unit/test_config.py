@@ -19,8 +19,11 @@ def test_dataclass_defaults_match_the_schema(cls, key):
 def test_defaults_are_filled_and_shipped_configs_validate(repo):
     cfg = validate_config({})
     assert cfg["evaluation"]["alphas"] == [0.05, 0.1, 0.15] and cfg["dataset"]["split"]["mode"] == "all_test"
-    for name in ("config.yaml", "pf-willow.yaml"):
-        load_config(repo / "config" / name)
+    shipped = sorted((repo / "config").glob("*.yaml"))
+    assert {"config.yaml", "demo-stack.yaml", "pf-willow-folds.yaml"} <= {p.name for p in shipped}
+    for path in shipped:
+        if path.name != "schema.yaml":
+            load_config(path)
 
 
 def test_snakemake_validation_fills_the_same_defaults():
