@@ -6,8 +6,10 @@ that :func:`pipeline_lib.datasets.index_io.write_index` stores under ``results/<
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -17,6 +19,41 @@ SPLITS = ("train", "val", "test")
 
 class DatasetError(ValueError):
     """Bad input data; the message names the file (and row) and what to do about it."""
+
+
+def read_csv_rows(path: Path, required: Sequence[str] = ()) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of every data row of a CSV annotation file, read as UTF-8 (a byte-order mark is
+    fine). File-level problems are :class:`DatasetError` naming the file: not UTF-8 (with the byte offset),
+    a header without the ``required`` columns (blamed on the header, line 1). A row with fewer or more fields
+    than the header is left to the caller (``row_length_problem``), which may skip it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 4]!r}); "
+                           f"save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8).") from None
+    reader = csv.DictReader(text.splitlines(), restkey=EXTRA_FIELDS)
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DatasetError(f"{path}, line 1 (header): missing column(s) {missing}; the header has {header}. Add "
+                           f"them or fix their names.")
+    for line_no, row in enumerate(reader, start=2):
+        yield line_no, row
+
+
+EXTRA_FIELDS = "__extra_fields__"  # where read_csv_rows' DictReader keeps the fields beyond the header
+
+
+def row_length_problem(row: dict) -> str | None:
+    """Why a row of :func:`read_csv_rows` does not fit its header (too few or too many fields), or None."""
+    n_header = sum(1 for k in row if k != EXTRA_FIELDS)
+    if row.get(EXTRA_FIELDS):
+        return f"{n_header + len(row[EXTRA_FIELDS])} fields where the header has {n_header}"
+    short = sum(1 for k, v in row.items() if k != EXTRA_FIELDS and v is None)
+    if short:
+        return f"{n_header - short} fields where the header has {n_header}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,12 @@ it is finite in both images. The split comes from the CSV file name.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
-from .base import DatasetError, DatasetIndex, ImageRecord, Pair, image_size
+from .base import DatasetError, DatasetIndex, ImageRecord, Pair, image_size, read_csv_rows, row_length_problem
 from .pairs import collect_pairs
 
 PASCAL_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -48,23 +47,25 @@ def load(root: str | Path, name: str = "pf-pascal", pairs_csv: str = "", on_bad_
     images: dict[str, ImageRecord] = {}
     rows = []
     for split, path in files.items():
-        with path.open(newline="") as f:
-            for row_no, row in enumerate(csv.DictReader(f), start=2):
-                where = f"{path}, row {row_no}"
-                try:
-                    cls = int(row["class"])
-                    category = PASCAL_CLASSES[cls - 1]
-                except (KeyError, ValueError, IndexError) as exc:
-                    raise DatasetError(f"{where}: bad class column ({exc}); expected 1..20.") from exc
-                keys = []
-                for col in ("source_image", "target_image"):
-                    img = root / row[col]
-                    key = Path(row[col]).stem
-                    if key not in images:
-                        h, w = image_size(img)
-                        images[key] = ImageRecord(key, img, category, h, w)
-                    keys.append(key)
-                rows.append((where, split, category, *keys))
+        for row_no, row in read_csv_rows(path, required=("source_image", "target_image", "class")):
+            where = f"{path}, row {row_no}"
+            problem = row_length_problem(row)
+            if problem:
+                raise DatasetError(f"{where}: {problem}; fix the row or remove it.")
+            try:
+                cls = int(row["class"])
+                category = PASCAL_CLASSES[cls - 1]
+            except (KeyError, ValueError, IndexError) as exc:
+                raise DatasetError(f"{where}: bad class column ({exc}); expected 1..20.") from exc
+            keys = []
+            for col in ("source_image", "target_image"):
+                img = root / row[col]
+                key = Path(row[col]).stem
+                if key not in images:
+                    h, w = image_size(img)
+                    images[key] = ImageRecord(key, img, category, h, w)
+                keys.append(key)
+            rows.append((where, split, category, *keys))
     index = DatasetIndex(name=name, kind="pf-pascal", images=images, pairs=[])
 
     def candidate(where, split, category, a, b):

@@ -10,13 +10,13 @@ converted to 0-based pixels. The PCK box is the tight box of the target keypoint
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
-from .base import DatasetError, DatasetIndex, ImageRecord, Pair, category_dirs, image_size, keypoint_box
+from .base import (DatasetError, DatasetIndex, ImageRecord, Pair, category_dirs, image_size, keypoint_box, read_csv_rows,
+                   row_length_problem)
 from .pairs import all_ordered_pairs, collect_pairs
 
 MATLAB_TO_ZERO_BASED = 1.0  # MATLAB pixel (1, 1) is our pixel (0, 0)
@@ -97,30 +97,31 @@ def check_category(value: str | None, image_key: str, images, where: str) -> Non
 
 
 def _csv_candidates(csv_path: Path, root: Path, images):
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        for row_no, row in enumerate(reader, start=2):
-            def make(row=row, row_no=row_no):
-                where = f"{csv_path}, row {row_no}"
-                for col in ("source_image", "target_image"):
-                    if row.get(col) and not (root / row[col]).is_file():
-                        raise DatasetError(f"{where}: image file missing: {root / row[col]}; restore it or "
-                                           f"remove the row.")
-                try:
-                    a = str(Path(row["source_image"]).with_suffix("")).replace("\\", "/")
-                    b = str(Path(row["target_image"]).with_suffix("")).replace("\\", "/")
-                    check_category(row.get("category"), a, images, where)
-                    n = sum(1 for k in row if k.startswith("XA"))
-                    m = sum(1 for k in row if k.startswith("XB"))
-                    if n != m:
-                        raise DatasetError(f"{where}: keypoint count mismatch ({n} source vs {m} target columns).")
-                    def col(p: str, i: int) -> float:
-                        v = row[f"{p}{i}"]
-                        return float(v) if v not in ("", None) else np.nan
-                    src = np.array([[col("XA", i), col("YA", i)] for i in range(1, n + 1)]) - MATLAB_TO_ZERO_BASED
-                    trg = np.array([[col("XB", i), col("YB", i)] for i in range(1, n + 1)]) - MATLAB_TO_ZERO_BASED
-                except (KeyError, ValueError) as exc:
-                    raise DatasetError(f"{where}: malformed row ({exc}); expected source_image, target_image, "
-                                       f"category, XA*, YA*, XB*, YB* columns.") from exc
-                return _pair(f"{a}->{b}", a, b, images, src, trg)
-            yield f"{csv_path}, row {row_no}", make
+    for row_no, row in read_csv_rows(csv_path, required=("source_image", "target_image")):
+        def make(row=row, row_no=row_no):
+            where = f"{csv_path}, row {row_no}"
+            problem = row_length_problem(row)
+            if problem:
+                raise DatasetError(f"{where}: {problem}; fix the row or remove it.")
+            for col in ("source_image", "target_image"):
+                if row.get(col) and not (root / row[col]).is_file():
+                    raise DatasetError(f"{where}: image file missing: {root / row[col]}; restore it or "
+                                       f"remove the row.")
+            try:
+                a = str(Path(row["source_image"]).with_suffix("")).replace("\\", "/")
+                b = str(Path(row["target_image"]).with_suffix("")).replace("\\", "/")
+                check_category(row.get("category"), a, images, where)
+                n = sum(1 for k in row if k.startswith("XA"))
+                m = sum(1 for k in row if k.startswith("XB"))
+                if n != m:
+                    raise DatasetError(f"{where}: keypoint count mismatch ({n} source vs {m} target columns).")
+                def col(p: str, i: int) -> float:
+                    v = row[f"{p}{i}"]
+                    return float(v) if v not in ("", None) else np.nan
+                src = np.array([[col("XA", i), col("YA", i)] for i in range(1, n + 1)]) - MATLAB_TO_ZERO_BASED
+                trg = np.array([[col("XB", i), col("YB", i)] for i in range(1, n + 1)]) - MATLAB_TO_ZERO_BASED
+            except (KeyError, ValueError) as exc:
+                raise DatasetError(f"{where}: malformed row ({exc}); expected source_image, target_image, "
+                                   f"category, XA*, YA*, XB*, YB* columns.") from exc
+            return _pair(f"{a}->{b}", a, b, images, src, trg)
+        yield f"{csv_path}, row {row_no}", make

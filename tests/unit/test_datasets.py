@@ -91,6 +91,36 @@ def test_keypoint_count_mismatch_and_empty_category(tmp_path):
         open_dataset("pf-willow", root)
 
 
+def edit_csv(root, edit):
+    path = root / "test_pairs.csv"
+    path.write_bytes(edit(path.read_bytes()))
+
+
+@pytest.mark.parametrize("edit, message", [
+    # Latin-1 bytes: named as not UTF-8, with the byte and the fix (was a raw UnicodeDecodeError)
+    (lambda b: b.replace(b"car(G)/img0.png", "car(G)/img\xe90.png".encode("latin-1"), 1),
+     r"test_pairs\.csv: not UTF-8 text \(byte \d+.*save the file as UTF-8"),
+    # a missing column is the header's fault, line 1 (was blamed on row 2)
+    (lambda b: b.replace(b"source_image,", b"src,", 1), r"line 1 \(header\): missing column\(s\) \['source_image'\]"),
+    # a short row is named as such (was "NaN")
+    (lambda b: b.replace(b"\r\n", b"\n").replace(b"\n", b"\n" + b",".join(b.split(b"\n")[1].split(b",")[:5]) + b"\n", 1),
+     r"test_pairs\.csv, row 2: 5 fields where the header has \d+"),
+])
+def test_csv_file_problems_are_named(tmp_path, edit, message):
+    root = make_willow(tmp_path)
+    edit_csv(root, edit)
+    with pytest.raises(DatasetError, match=message):
+        open_dataset("pf-willow", root)
+
+
+def test_a_utf8_byte_order_mark_is_read(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM: it is read, not "malformed row ('source_image')"."""
+    root = make_willow(tmp_path)
+    plain = open_dataset("pf-willow", root)
+    edit_csv(root, lambda b: b"\xef\xbb\xbf" + b)
+    assert [p.pair_id for p in open_dataset("pf-willow", root).pairs] == [p.pair_id for p in plain.pairs]
+
+
 def test_skip_mode_reports_what_it_skipped(tmp_path):
     root = make_willow(tmp_path)
     rewrite_csv_cell(root, 1, "XA2", "nan")
