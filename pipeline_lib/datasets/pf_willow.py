@@ -41,14 +41,28 @@ def load(root: str | Path, name: str = "pf-willow", pairs_csv: str = "", on_bad_
     if not root.is_dir():
         raise DatasetError(f"PF-WILLOW root not found: {root}. Set dataset.root to the folder holding the class folders.")
     images: dict[str, ImageRecord] = {}
+    unreadable: dict[str, ImageRecord] = {}  # skip mode: images that cannot be read (their pairs are skipped)
+    why: dict[str, str] = {}
     for cls_dir in category_dirs(root):
         pngs = sorted(cls_dir.glob("*.png"))
         if not pngs:
             raise DatasetError(f"empty category: {cls_dir} holds no .png images; remove the folder or add images.")
         for png in pngs:
             key = f"{cls_dir.name}/{png.stem}"
-            h, w = image_size(png)
+            try:
+                h, w = image_size(png)
+            except DatasetError as exc:  # zero-byte, truncated, not an image
+                if on_bad_pair != "skip":
+                    raise
+                unreadable[key], why[key] = ImageRecord(key, png, cls_dir.name, 0, 0), str(exc)
+                continue
             images[key] = ImageRecord(key, png, cls_dir.name, h, w)
+
+    def readable(*keys: str) -> None:
+        for k in keys:
+            if k in why:
+                raise DatasetError(why[k])
+
     if not images:
         raise DatasetError(f"no class folders with images under {root}.")
     index = DatasetIndex(name=name, kind="pf-willow", images=images, pairs=[])
@@ -63,10 +77,14 @@ def load(root: str | Path, name: str = "pf-willow", pairs_csv: str = "", on_bad_
     if pairs_csv and not csv_path.is_file():
         raise DatasetError(f"pairs CSV not found: {csv_path}; fix dataset.pairs_csv or leave it empty to generate pairs.")
     if csv_path.is_file():
-        candidates = list(_csv_candidates(csv_path, root, images))
+        candidates = list(_csv_candidates(csv_path, root, images, readable))
     else:
-        candidates = [(f"{a}->{b}", lambda a=a, b=b: _pair(f"{a}->{b}", a, b, images, pts(a), pts(b)))
-                      for a, b in all_ordered_pairs(images)]
+        def generated(a: str, b: str) -> Pair:
+            readable(a, b)
+            return _pair(f"{a}->{b}", a, b, images, pts(a), pts(b))
+
+        candidates = [(f"{a}->{b}", lambda a=a, b=b: generated(a, b))
+                      for a, b in all_ordered_pairs({**images, **unreadable})]
     collect_pairs(index, candidates, on_bad_pair)
     return index
 
@@ -96,7 +114,7 @@ def check_category(value: str | None, image_key: str, images, where: str) -> Non
                            f"'{images[image_key].category}'; fix the row's category or its image paths.")
 
 
-def _csv_candidates(csv_path: Path, root: Path, images):
+def _csv_candidates(csv_path: Path, root: Path, images, readable=lambda *keys: None):
     for row_no, row in read_csv_rows(csv_path, required=("source_image", "target_image")):
         def make(row=row, row_no=row_no):
             where = f"{csv_path}, row {row_no}"
@@ -110,6 +128,7 @@ def _csv_candidates(csv_path: Path, root: Path, images):
             try:
                 a = str(Path(row["source_image"]).with_suffix("")).replace("\\", "/")
                 b = str(Path(row["target_image"]).with_suffix("")).replace("\\", "/")
+                readable(a, b)
                 check_category(row.get("category"), a, images, where)
                 n = sum(1 for k in row if k.startswith("XA"))
                 m = sum(1 for k in row if k.startswith("XB"))
@@ -121,6 +140,8 @@ def _csv_candidates(csv_path: Path, root: Path, images):
                 src = np.array([[col("XA", i), col("YA", i)] for i in range(1, n + 1)]) - MATLAB_TO_ZERO_BASED
                 trg = np.array([[col("XB", i), col("YB", i)] for i in range(1, n + 1)]) - MATLAB_TO_ZERO_BASED
             except (KeyError, ValueError) as exc:
+                if isinstance(exc, DatasetError):  # already names the file and the fix
+                    raise
                 raise DatasetError(f"{where}: malformed row ({exc}); expected source_image, target_image, "
                                    f"category, XA*, YA*, XB*, YB* columns.") from exc
             return _pair(f"{a}->{b}", a, b, images, src, trg)

@@ -121,6 +121,18 @@ def test_a_utf8_byte_order_mark_is_read(tmp_path):
     assert [p.pair_id for p in open_dataset("pf-willow", root).pairs] == [p.pair_id for p in plain.pairs]
 
 
+@pytest.mark.parametrize("with_csv", [True, False])
+def test_skip_mode_skips_the_pairs_of_an_unreadable_image(tmp_path, with_csv):
+    """A zero-byte image stops the run in error mode; in skip mode exactly its pairs are skipped, each naming it."""
+    root = make_willow(tmp_path, with_csv=with_csv)
+    (root / "car(G)" / "img1.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"corrupt or not an image: .*img1\.png"):
+        open_dataset("pf-willow", root)
+    ds = open_dataset("pf-willow", root, on_bad_pair="skip")
+    assert len(ds.pairs) == 8 and len(ds.skipped) == 4  # 4 of car(G)'s 6 ordered pairs involve img1
+    assert all("img1.png" in why for _, why in ds.skipped) and "car(G)/img1" not in ds.images
+
+
 def test_skip_mode_reports_what_it_skipped(tmp_path):
     root = make_willow(tmp_path)
     rewrite_csv_cell(root, 1, "XA2", "nan")
