@@ -56,3 +56,14 @@ def test_a_dataset_name_is_one_folder_under_results(name):
 def test_alpha_above_one_is_refused():
     with pytest.raises(ConfigError, match=r"invalid value at 'evaluation/alphas/1': 1.5 is greater than the maximum of 1"):
         validate_config({"evaluation": {"alphas": [0.1, 1.5]}})
+
+
+def test_match_settings_need_the_correlation_fusion():
+    """The match adapters and the matching loss act on the correlation: with fusion stack the config is refused
+    before any job runs, naming the key."""
+    with pytest.raises(ConfigError, match="siamese/match_adapter"):
+        validate_config({"siamese": {"match_adapter": True}})
+    with pytest.raises(ConfigError, match="siamese/match_loss_weight"):
+        validate_config({"siamese": {"fusion": "stack", "match_loss_weight": 1.0}})
+    ok = validate_config({"siamese": {"fusion": "correlation", "match_adapter": True, "match_loss_weight": 1.0}})
+    assert ok["siamese"]["match_adapter"] is True

@@ -245,8 +245,9 @@ def test_loss_settings_are_checked_against_the_fusion():
     from pipeline_lib.config import validate_config
     from pipeline_lib.siamese.stage import loss_function
 
+    stack = {**validate_config({})["siamese"], "match_loss_weight": 1.0}  # past the schema (which refuses it too)
     with pytest.raises(ValueError, match="match_loss_weight 1.0 needs .* fusion 'correlation'"):
-        loss_function(validate_config({"siamese": {"match_loss_weight": 1.0}})["siamese"])
+        loss_function(stack)
     with pytest.raises(ValueError, match="both 0"):
         loss_function(validate_config({"siamese": {"fusion": "correlation", "flow_loss_weight": 0}})["siamese"])
     fn = loss_function(validate_config({"siamese": {"fusion": "correlation", "match_loss_weight": 2.0}})["siamese"])
