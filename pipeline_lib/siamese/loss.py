@@ -103,40 +103,46 @@ def flow_metrics(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, t
 
 
 def match_targets(flow: torch.Tensor, mask: torch.Tensor, grid_hw: tuple[int, int],
-                  target_grid_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  target_grid_hw: tuple[int, int] | None = None, covered_hw: tuple[int, int] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """The target cell of every source cell under a dense flow.
 
-    flow (B, H, W, 2) px and mask (B, H, W) on the input (source and target of one size H x W); the flow is
-    read at the pixel nearest each source cell centre (``geometry.cell_centres``), and the point it reaches is
-    assigned to the target cell containing it. Returns (index (B, h*w) long, row-major over the target grid;
-    valid (B, h*w) bool: a confident flow whose target lies inside the image).
+    flow (B, H, W, 2) px and mask (B, H, W) on the input (source and target of one size H x W); the grids
+    cover ``covered_hw`` pixels (default H x W; larger when the network padded its input to a multiple of its
+    stride). The flow is read at the pixel nearest each source cell centre (``geometry.cell_centres``), and the
+    point it reaches is assigned to the target cell containing it. Returns (index (B, h*w) long, row-major over
+    the target grid; valid (B, h*w) bool: a confident flow from inside the image to inside the image).
     """
     b, big_h, big_w, _ = flow.shape
     h, w = grid_hw
     ht, wt = target_grid_hw or grid_hw
-    centres = cell_centres(h, w, (big_h, big_w), device=flow.device, dtype=flow.dtype)  # (h*w, 2) xy px
+    cov_h, cov_w = covered_hw or (big_h, big_w)
+    centres = cell_centres(h, w, (cov_h, cov_w), device=flow.device, dtype=flow.dtype)  # (h*w, 2) xy px
     px = torch.floor(centres + 0.5).long()
+    inside = (px[:, 0] < big_w) & (px[:, 1] < big_h)  # cells of the padding have no flow
     xi, yi = px[:, 0].clamp(0, big_w - 1), px[:, 1].clamp(0, big_h - 1)
     reached = centres + flow[:, yi, xi]  # (B, h*w, 2) target pixel centres
-    cx = torch.floor((reached[..., 0] + 0.5) * wt / big_w).long()  # pixel-edge coordinates -> cell
-    cy = torch.floor((reached[..., 1] + 0.5) * ht / big_h).long()
-    valid = mask.bool()[:, yi, xi] & (cx >= 0) & (cx < wt) & (cy >= 0) & (cy < ht)
-    return cy.clamp(0, ht - 1) * wt + cx.clamp(0, wt - 1), valid
+    ex, ey = reached[..., 0] + 0.5, reached[..., 1] + 0.5  # pixel-edge coordinates
+    in_image = (ex >= 0) & (ex < big_w) & (ey >= 0) & (ey < big_h)
+    cx = torch.floor(ex * wt / cov_w).long().clamp(0, wt - 1)
+    cy = torch.floor(ey * ht / cov_h).long().clamp(0, ht - 1)
+    valid = mask.bool()[:, yi, xi] & inside & in_image
+    return cy * wt + cx, valid
 
 
-def matching_loss(corr: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor, beta: float
-                  ) -> tuple[torch.Tensor, float]:
+def matching_loss(corr: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor, beta: float,
+                  covered_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, float]:
     """Cross-entropy of each source cell's correlation row (softmax of beta x corr, Lee et al. Eq. 2) against
     its target cell under ``flow`` (:func:`match_targets`), averaged over the valid cells (0 when none).
 
-    corr (B, h, w, ht, wt) cosine correlation; flow (B, H, W, 2), mask (B, H, W). Returns (loss, share of the
-    source cells that are supervised).
+    corr (B, h, w, ht, wt) cosine correlation of grids covering ``covered_hw`` px (default the flow's H x W);
+    flow (B, H, W, 2), mask (B, H, W). Returns (loss, share of the source cells that are supervised).
     """
     if corr.ndim != 5 or corr.shape[0] != flow.shape[0]:
         raise ValueError(f"matching_loss: expected corr (B, h, w, ht, wt) and flow (B, H, W, 2) of one batch, got "
                          f"{tuple(corr.shape)} and {tuple(flow.shape)}")
     b, h, w, ht, wt = corr.shape
-    target, valid = match_targets(flow.to(corr), mask.to(corr.device), (h, w), (ht, wt))
+    target, valid = match_targets(flow.to(corr), mask.to(corr.device), (h, w), (ht, wt), covered_hw)
     ce = F.cross_entropy(beta * corr.reshape(b * h * w, ht * wt), target.reshape(-1), reduction="none")
     weight = valid.reshape(-1).to(ce)
     return (ce * weight).sum() / weight.sum().clamp_min(1), float(weight.mean())
@@ -167,7 +173,9 @@ def batch_loss(model: torch.nn.Module, batch, t_sq_px2: float | None = None, tru
     metrics = flow_metrics(pred, flow, mask, t_sq)
     loss = flow_weight * truncated_euclidean_loss(pred, flow, mask, t_sq) if flow_weight else pred.new_zeros(())
     if match_weight:
-        ce, share = matching_loss(corr, flow, mask, model.beta)
+        m = model.pad_multiple  # the network pads its input to a multiple of its coarsest stride
+        covered = (-(-pred.shape[1] // m) * m, -(-pred.shape[2] // m) * m)
+        ce, share = matching_loss(corr, flow, mask, model.beta, covered)
         loss = loss + match_weight * ce
         metrics.update(match_ce=float(ce.detach()), match_share=share)
     return loss, metrics

@@ -18,8 +18,8 @@ source and target hyperpixels of ``match_layers`` (each L2-normalised per locati
 (FlowNetC, Gaur et al. ref. [8]) and matched by the kernel soft argmax of SFNet (Lee et al. Eqs.
 2-3); that coarse flow, divided by FLOW_SCALE_PX, and the match confidence join every decoder skip,
 and the head predicts a residual on top of it (zero at initialisation: the untrained network is a
-soft nearest-neighbour matcher). ``match_adapter`` (ours) adds one residual 1x1 convolution per match
-layer, zero-initialised (the identity at initialisation), so that a matching loss on the correlation
+soft nearest-neighbour matcher). ``match_adapter`` (ours) adds one residual adapter per match layer
+(``backbones.ResidualAdapter``, the identity at initialisation), so that a matching loss on the correlation
 (``siamese.loss.matching_loss``) has features to adapt while the encoder stays frozen.
 
 Measured on the demo (README), the paper's stacking learns when the decoder skips carry both

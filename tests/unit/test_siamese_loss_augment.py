@@ -115,6 +115,18 @@ def test_match_targets_of_a_one_cell_translation():
     assert index[0].view(4, 4)[0].tolist()[:3] == [0, 1, 1] and valid[0].view(4, 4)[:, 3].logical_not().all()
 
 
+def test_match_targets_on_a_padded_grid():
+    """A 36 px input padded to 40 (stride 8): the 5 x 5 grid covers 40 px, so cells stay 8 px wide and the
+    last row and column (centres at 35.5 px, in the padding) have no target."""
+    flow = torch.zeros(1, 36, 36, 2)
+    flow[..., 0] = 8.0
+    index, valid = match_targets(flow, torch.ones(1, 36, 36, dtype=torch.bool), (5, 5), covered_hw=(40, 40))
+    grid = torch.arange(25).view(5, 5)
+    assert torch.equal(index[0].view(5, 5)[:4, :3], grid[:4, 1:4])
+    assert valid[0].view(5, 5)[:4, :3].all() and not valid[0].view(5, 5)[4].any()
+    assert not valid[0].view(5, 5)[:, 3:].any()  # 3: reaches 35.5 + 0.5 = 36 px, outside; 4: in the padding
+
+
 def test_matching_loss_prefers_the_planted_match_and_ignores_invalid_cells():
     flow = torch.zeros(1, 32, 32, 2)
     flow[..., 0] = 8.0
