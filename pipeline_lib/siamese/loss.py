@@ -173,9 +173,7 @@ def batch_loss(model: torch.nn.Module, batch, t_sq_px2: float | None = None, tru
     metrics = flow_metrics(pred, flow, mask, t_sq)
     loss = flow_weight * truncated_euclidean_loss(pred, flow, mask, t_sq) if flow_weight else pred.new_zeros(())
     if match_weight:
-        m = model.pad_multiple  # the network pads its input to a multiple of its coarsest stride
-        covered = (-(-pred.shape[1] // m) * m, -(-pred.shape[2] // m) * m)
-        ce, share = matching_loss(corr, flow, mask, model.beta, covered)
+        ce, share = matching_loss(corr, flow, mask, model.beta, model.padded_hw(*pred.shape[1:3]))
         loss = loss + match_weight * ce
         metrics.update(match_ce=float(ce.detach()), match_share=share)
     return loss, metrics

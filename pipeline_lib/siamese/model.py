@@ -248,6 +248,12 @@ class SiameseFlowNet(nn.Module):
         conf = corr.flatten(2).amax(2).reshape(b, 1, h, w)
         return flow, conf
 
+    def padded_hw(self, h: int, w: int) -> tuple[int, int]:
+        """The size an (h, w) input is padded to (bottom/right) before encoding: a multiple of the coarsest
+        stride; the correlation's grids cover it."""
+        m = self.pad_multiple
+        return -(-h // m) * m, -(-w // m) * m
+
     def forward(self, src: torch.Tensor, trg: torch.Tensor) -> torch.Tensor:
         return self.forward_with_correlation(src, trg)[0]
 
@@ -259,8 +265,8 @@ class SiameseFlowNet(nn.Module):
             raise ValueError(f"SiameseFlowNet: expected src and trg (B, 3, H, W) of one size, got {tuple(src.shape)} "
                              f"and {tuple(trg.shape)}")
         b, _, h, w = src.shape
-        m = self.pad_multiple
-        ph, pw = (-h) % m, (-w) % m
+        big_h, big_w = self.padded_hw(h, w)
+        ph, pw = big_h - h, big_w - w
         x = torch.cat([src, trg], dim=0)  # one pass: the same weights for both streams
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
