@@ -177,9 +177,10 @@ def measure_layers(config: Path, candidates, split: str = "val") -> list[dict]:
     set, on ``split`` pairs of ``config``."""
     from pipeline_lib.config import load_config
     from pipeline_lib.evaluation import evaluate_predictions, summarise
-    from pipeline_lib.config import EvalConfig, section
-    from pipeline_lib.fcss import predict_pairs
-    from pipeline_lib.fcss.model import measure_strides
+    from pipeline_lib.settings import Settings
+    from pipeline_lib.backbones import measure_strides
+    from pipeline_lib.fcss import DescriptorFrame
+    from pipeline_lib.pair_prediction import predict_pairs
     from pipeline_lib.stage_io import eval_pairs, load_dataset
 
     cfg = load_config(config, {"evaluation": {**load_config(config)["evaluation"], "split": split}})
@@ -188,7 +189,7 @@ def measure_layers(config: Path, candidates, split: str = "val") -> list[dict]:
     backbone = build_backbone("efficientnet_lite0", pretrained=True).eval()
     strides = measure_strides(backbone)
     side = int(cfg["image"]["longer_side"])
-    ev = section(EvalConfig, cfg["evaluation"])
+    ev = Settings(cfg).evaluation
     rows = []
 
     class Plain(torch.nn.Module):  # NN on the backbone's default layer, through the same transfer code
@@ -199,7 +200,8 @@ def measure_layers(config: Path, candidates, split: str = "val") -> list[dict]:
         def forward(self, images):
             return backbone(images, upto=backbone.default_layer)[backbone.default_layer]
 
-    preds, ms = predict_pairs(Plain().eval(), pairs, index.images, side, desc="nn")
+    frame = DescriptorFrame(Plain(), index.images, side)
+    preds, ms = predict_pairs(frame, pairs, frame, desc="nn")
     summ = summarise(evaluate_predictions("nn", pairs, index.images, preds, ev))
     pck = {float(r["alpha"]): float(r["pck_per_pair"]) for r in summ if r["category"] == "all"}
     rows.append({"layers": f"nn ({backbone.default_layer})", "strides": f"{strides[backbone.default_layer]:g}",
@@ -211,7 +213,8 @@ def measure_layers(config: Path, candidates, split: str = "val") -> list[dict]:
         stds = tuple(PAPER_SHIFT_EXTENT_PX / strides[n] for n in layers)
         model = build_fcss(FCSSConfig(layers=layers, init_shift_std_cells=stds, seed=cfg["seed"]), backbone).eval()
         t0 = time.perf_counter()
-        preds, ms = predict_pairs(model, pairs, index.images, side, desc="+".join(layers))
+        frame = DescriptorFrame(model, index.images, side)
+        preds, ms = predict_pairs(frame, pairs, frame, desc="+".join(layers))
         summ = summarise(evaluate_predictions("fcss@init", pairs, index.images, preds, ev))
         pck = {float(r["alpha"]): float(r["pck_per_pair"]) for r in summ if r["category"] == "all"}
         rows.append({"layers": "+".join(layers), "strides": "/".join(f"{strides[n]:g}" for n in layers),

@@ -20,16 +20,15 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pipeline_lib.geometry import cell_centres
-from pipeline_lib.hpf import assign, build_hough_space, nn_match, rhm_scores
 from pipeline_lib.backbones import resolve_device
-from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, MIB, save_rows, sync, markdown_table  # shared helpers (bench/_timing.py)
+from pipeline_lib.hpf import assign, build_hough_space, nn_match, rhm_scores
+from pipeline_lib.kernels.grids import cell_centres
+from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, MIB, save_rows, markdown_table  # shared helpers (bench/_timing.py)
 
 # HPF resizes the longer image side to 300 px (Min et al. code, PF-PASCAL protocol); a 75x75
 # base map is ResNet stride 4 on 300 px, a 38x38 map is stride 8.

@@ -28,20 +28,20 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pipeline_lib.backbones import build_backbone, resolve_device
+from pipeline_lib.kernels.grids import normalised_to_pixels, pixels_to_normalised
+from pipeline_lib.kernels.warps import composed_points
 from pipeline_lib.methods.nn import nn_transfer
 from pipeline_lib.sfnet import SFNetConfig, SyntheticConfig, build_sfnet, make_loss_fn as sfnet_loss_fn, make_pairs
 from pipeline_lib.sfnet.predict import transfer_points
-from pipeline_lib.weakalign import PairBatch, WeakAlignConfig, build_weakalign, composed_points
+from pipeline_lib.weakalign import PairBatch, WeakAlignConfig, build_weakalign
 from pipeline_lib.weakalign import make_loss_fn as weakalign_loss_fn
-from pipeline_lib.weakalign.geometry import normalised_to_pixels, pixels_to_normalised
-from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, save_rows, sync, markdown_table  # shared helpers (bench/_timing.py)
+from _timing import cpu_peak_mib, cuda_peak_mib, median_ms, save_rows, markdown_table  # shared helpers (bench/_timing.py)
 
 N_KEYPOINTS = 10
 METHODS = ("nn", "sfnet", "weakalign")

@@ -183,8 +183,9 @@ def learning(args) -> None:
     from pipeline_lib.config import load_config
     from pipeline_lib.evaluation.summary import evaluate_predictions, summarise
     from pipeline_lib.siamese import stage
-    from pipeline_lib.siamese.predict import predict_pairs
-    from pipeline_lib.stages import eval_pairs, load_dataset
+    from pipeline_lib.pair_prediction import on_images, predict_pairs
+    from pipeline_lib.siamese.predict import siamese_keypoint_fn
+    from pipeline_lib.stage_io import eval_pairs, load_dataset
 
     repo = Path(__file__).resolve().parent.parent
     base = yaml.safe_load((repo / "config" / "config.yaml").read_text())
@@ -218,7 +219,8 @@ def learning(args) -> None:
         for tag in ("init", "model"):
             model = stage.load_model(cfg, backbone, out / f"{tag}.pt", resolve_device(cfg["device"]))
             with torch.inference_mode():
-                preds, _ = predict_pairs(model, pairs, index.images, cfg["siamese"]["input_size"], progress=False)
+                keypoint_fn = siamese_keypoint_fn(model, cfg["siamese"]["input_size"])
+                preds, _ = predict_pairs(on_images(keypoint_fn, index.images), pairs, progress=False)
             result["trained" if tag == "model" else "init"] = pck(tag, preds)
         zero = {}
         for p in pairs:  # zero flow: source keypoints kept in place, rescaled to the target image's size

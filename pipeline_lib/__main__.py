@@ -6,6 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import load_config
+from .inspect import describe, save_feature_picture
+from .readme_results import update_readme
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pipeline-lib", description=__doc__)
@@ -26,22 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "readme-results":
-        from .readme_results import update_readme
-
         update_readme(args.readme, args.configs)
         print(f"updated the results section of {args.readme} from {', '.join(args.configs)}")
         return 0
 
     if args.command == "inspect":
-        from .inspect import describe, save_feature_picture
-
         print(describe(args.path, args.groups))
         if args.save:
             what = save_feature_picture(args.path, args.image, args.layer, args.save)
             print(f"saved {args.save} ({what})")
         return 0
-    from .config import load_config
-
     cfg = load_config(args.configfile)
     base = Path(cfg["results_dir"]) / cfg["dataset"]["name"]
     for b in cfg["backbones"]:

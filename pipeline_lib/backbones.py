@@ -7,16 +7,18 @@
 - a trained Siamese flow network's checkpoint (``build_from_checkpoint``): its fine-tuned encoder,
   identified by the checkpoint's content (``checkpoint_key``), for the full chain ``gaur_hpf``.
 
-Layer tables (channels, strides, receptive fields) are measured from the model, never typed in.
+Layer tables (channels, strides, receptive fields) are measured from the model, never typed in; a paper's
+layers ("the last stride-16 block") are chosen from them by :func:`layers_by_stride`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +32,7 @@ ADAPTER_KERNEL_SIZE = 3  # context of a ResidualAdapter (SFNet, Lee et al. Sec. 
 # EfficientNet-Lite was trained on (pixel - 127) / 128 inputs (TF-Lite convention); measured on
 # skimage's chelsea/coffee photos this gives the higher class confidence of the two conventions.
 LITE_MEAN, LITE_STD = 127.0 / 255.0, 128.0 / 255.0
+PROBE_SIZE = 128  # probe image side for shapes and strides: a multiple of every stride (<= 32), so strides are exact
 TORCHVISION_WEIGHT_FILES = {  # file names of the torchvision releases, as cached by torch.hub
     "vgg16": "vgg16-397923af.pth",
     "resnet50": "resnet50-0676ba61.pth",
@@ -124,6 +127,76 @@ def describe_layers(backbone: Backbone, probe_size: int = 224) -> list[LayerInfo
         infos.append(LayerInfo(name, int(c), probe_size / w, rf))
     backbone.train(was_training)
     return infos
+
+
+def check_layers(backbone: Backbone, layers: Sequence[str], owner: str) -> tuple[str, ...]:
+    """``layers`` as a tuple, after checking that each is a layer of ``backbone`` (ValueError naming ``owner``
+    and the available layers)."""
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError(f"{owner}: at least one backbone layer is needed")
+    unknown = [n for n in layers if n not in backbone.layer_names]
+    if unknown:
+        raise ValueError(f"{owner}: unknown layer(s) {unknown} for backbone {backbone.name}; "
+                         f"available: {list(backbone.layer_names)}")
+    return layers
+
+
+def per_layer(values: Sequence, layers: Sequence[str], owner: str, what: str) -> tuple:
+    """One setting per chosen layer: ``values`` has one entry for all layers or one per layer (else a
+    ValueError naming ``owner`` and ``what`` the values are)."""
+    values = tuple(values)
+    if len(values) == 1:
+        values = values * len(layers)
+    if len(values) != len(layers):
+        raise ValueError(f"{owner}: {len(values)} {what} for {len(layers)} layers; give one, or one per layer")
+    return values
+
+
+def deepest_layer(backbone: Backbone, layers: Sequence[str]) -> str:
+    """The one of ``layers`` that comes last in the network (a forward pass ``upto`` it computes them all)."""
+    return max(layers, key=backbone.layer_names.index)
+
+
+def probe_shapes(backbone: Backbone, upto: str | None = None, probe_size: int = PROBE_SIZE) -> dict[str, tuple]:
+    """{layer: (1, C, h, w)} of a probe forward pass (no gradient, backbone mode untouched)."""
+    device = next(iter(backbone.buffers())).device
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        feats = backbone(torch.zeros(1, 3, probe_size, probe_size, device=device), upto=upto)
+    backbone.train(was_training)
+    return {n: tuple(f.shape) for n, f in feats.items()}
+
+
+def measure_strides(backbone: Backbone, probe_size: int = PROBE_SIZE) -> dict[str, float]:
+    """{layer: stride} of every layer in network order, from one probe forward pass (the stride part of
+    :func:`describe_layers` without its receptive-field gradients)."""
+    return {n: probe_size / s[3] for n, s in probe_shapes(backbone, None, probe_size).items()}
+
+
+def layers_by_stride(strides_of: Mapping[str, float] | Sequence[LayerInfo],
+                     strides: Sequence[float]) -> tuple[str, ...]:
+    """The backbone layers analogous to a paper's, chosen by stride from the measured layer table
+    (:func:`measure_strides` or :func:`describe_layers`, in network order).
+
+    For each distinct stride ``s`` requested ``n`` times, ``n`` of the layers of that stride, evenly spaced
+    and ending at the deepest (positions ceil(m * k / n) - 1, k = 1..n, of the ``m`` layers of stride ``s``
+    in network order): once, the last layer of that stride (SFNet's conv4-23 and conv5-3 on ResNet-101,
+    ``block10`` and ``block15`` on efficientnet_lite0); FCSS's strides (2, 4, 4) on VGG-19 give exactly
+    conv2-2, conv3-2 and conv3-4. Raises ValueError when a stride has too few layers.
+    """
+    table = dict(strides_of) if isinstance(strides_of, Mapping) else {x.name: x.stride for x in strides_of}
+    out: list[str] = []
+    for s in sorted(set(strides), key=list(strides).index):
+        need = sum(1 for t in strides if t == s)
+        names = [n for n, st in table.items() if abs(st - s) < 1e-6]
+        if len(names) < need:
+            raise ValueError(f"layers_by_stride: need {need} layer(s) of stride {s}, the backbone has {names}; "
+                             f"strides available: {sorted(set(table.values()))}. Give the layer names explicitly "
+                             f"in the config.")
+        out += [names[math.ceil(len(names) * k / need) - 1] for k in range(1, need + 1)]
+    return tuple(out)
 
 
 def _lite(variant: int) -> Callable[..., Backbone]:

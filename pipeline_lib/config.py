@@ -7,8 +7,9 @@ The Snakefile validates with ``snakemake.utils.validate``; scripts and the CLI u
 from __future__ import annotations
 
 import copy
+import functools
 import json
-from dataclasses import dataclass, fields
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,8 +23,27 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key, the value and the fix."""
 
 
-def load_schema() -> dict:
+@functools.cache
+def _schema() -> dict:
+    """The parsed schema, read once per process (never modified: callers get copies)."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def load_schema() -> dict:
+    """The config schema (a fresh copy: callers may modify it)."""
+    return copy.deepcopy(_schema())
+
+
+def schema_default(*path: str):
+    """The schema's default of the key at ``path`` (e.g. ``"hpf", "beam_width"``), lists as tuples: a
+    settings dataclass takes its defaults from here, so the schema is the one place they are written."""
+    node = _schema()
+    for key in path:
+        node = node["properties"][key]
+    if "default" not in node:
+        raise KeyError(f"{SCHEMA_PATH}: no default for {'.'.join(path)}")
+    value = copy.deepcopy(node["default"])
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _fill_defaults(cfg: dict, schema: Mapping) -> None:
@@ -70,21 +90,22 @@ def config_json(cfg: Mapping[str, Any]) -> str:
 
 
 def section(cls, mapping: Mapping[str, Any]):
-    """Build the frozen dataclass ``cls`` from a validated config section (unknown keys rejected)."""
-    names = {f.name for f in fields(cls)}
-    unknown = set(mapping) - names
+    """Build the frozen dataclass ``cls`` from a validated config section (unknown keys rejected; lists
+    become tuples; a field whose default is a dataclass is built from its nested mapping)."""
+    by_name = {f.name: f for f in fields(cls)}
+    unknown = set(mapping) - set(by_name)
     if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} for {cls.__name__}; allowed: {sorted(names)}")
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in mapping.items()}
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} for {cls.__name__}; allowed: {sorted(by_name)}")
+    values = {}
+    for k, v in mapping.items():
+        nested = by_name[k].default_factory
+        if isinstance(v, Mapping) and is_dataclass(nested):
+            v = section(nested, v)
+        values[k] = tuple(v) if isinstance(v, list) else v
     return cls(**values)
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """PCK protocol; every choice is written next to the numbers."""
-
-    alphas: tuple[float, ...] = (0.05, 0.1, 0.15)
-    threshold: str = "bbox"
-    direction: str = "source_to_target"
-    split: str = "test"
-    unseen: str = "auto"
+def plain(settings) -> dict:
+    """A settings dataclass as the plain JSON types of its config section (tuples as lists), e.g. for a
+    checkpoint's metadata or a fingerprint."""
+    return json.loads(json.dumps(asdict(settings)))

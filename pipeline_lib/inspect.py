@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from .features import FeatureStore
 from .training import load_checkpoint
 
 MAX_ATTR_CHARS = 600
@@ -95,8 +96,6 @@ def save_feature_picture(store_path: str | Path, image_id: str | None, layer: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .features import FeatureStore
 
     store = FeatureStore(store_path)
     image_id = image_id or store.image_ids[0]

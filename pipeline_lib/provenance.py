@@ -20,9 +20,10 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def provenance(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """A JSON-able record: {config, seed, versions, torch threads}. No timestamps, so reruns are byte-identical."""
+def provenance(config: Mapping[str, Any], seed: int | None) -> dict[str, Any]:
+    """A JSON-able record: {config, seed, versions, torch threads}; ``seed`` None for an artifact that draws
+    nothing at random. No timestamps, so reruns are byte-identical."""
     import torch
 
-    return {"config": dict(config), "seed": int(seed), "versions": library_versions(),
+    return {"config": dict(config), "seed": None if seed is None else int(seed), "versions": library_versions(),
             "torch_threads": torch.get_num_threads()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from .atomic import write_text
 from .config import load_config
 from .evaluation.summary import read_csv
 from .published import ALPHAS, PUBLISHED
@@ -82,8 +83,6 @@ def results_section(configs: Sequence[str | Path]) -> str:
 
 def update_readme(readme: str | Path, configs: Sequence[str | Path]) -> None:
     """Replace the text between the markers of ``readme`` with a fresh results section."""
-    from .atomic import write_text
-
     readme = Path(readme)
     text = readme.read_text()
     if START not in text or END not in text:

@@ -4,7 +4,8 @@ Each photo becomes one category. Every image of a category is the photo seen thr
 backward warp (thin-plate-spline jitter, then rotation, scale and shift; Gaur et al. train with
 rotations of +-16 degrees and scales 0.9-2.0, we stay milder so keypoints remain visible) on a
 textured background, with photometric jitter. Because every warp is known and invertible, the
-keypoints of every image and the dense flow of every pair are exact.
+keypoints of every image and the dense flow of every pair are exact: warps and their Newton inverses
+are :mod:`pipeline_lib.kernels.warps` in float64, in pixel coordinates.
 
 Generated layout (``generate``) and read back by the adapter (``load``):
 
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import zarr
 from PIL import Image
 from scipy import ndimage
@@ -32,29 +34,18 @@ from skimage import feature, transform
 from skimage.color import rgb2gray
 
 from ..atomic import atomic_path
+from ..kernels.grids import pixel_grid
+from ..kernels.warps import (affine_points, invert_affine, newton_solve, tps_fit, tps_values,
+                             tps_values_and_jacobians)
 from ..provenance import provenance
-from ..warps import AffineTPSWarp, ThinPlateSpline, affine_matrix, grid_points
+from ..settings import DemoSection
 from .base import DatasetError, DatasetIndex, ImageRecord, Pair, image_size
 from .pairs import collect_pairs
 
 BACKGROUND_TEXTURES = ("gravel", "grass", "brick")
 KEYPOINT_MARGIN_PX = 3.0  # keypoints keep this distance from the canvas border in every image
 SPLIT_NAMES = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    photos: tuple[str, ...] = ("chelsea", "coffee", "astronaut", "rocket")
-    images_per_category: int = 6
-    image_size: int = 160
-    n_keypoints: int = 10
-    max_rotation_deg: float = 12.0
-    scale_range: tuple[float, float] = (0.75, 0.95)
-    max_shift_fraction: float = 0.06
-    tps_control_points: int = 4
-    tps_jitter_fraction: float = 0.03
-    photometric_jitter: float = 0.1
-    split: tuple[float, float, float] = (0.5, 0.2, 0.3)
+NEWTON_TOL_PX = 1e-6  # warp inverses are solved to this residual (pixels), or the demo stops
 
 
 def _square_photo(name: str, size: int) -> np.ndarray:
@@ -68,20 +59,66 @@ def _square_photo(name: str, size: int) -> np.ndarray:
     return transform.resize(crop, (size, size), anti_aliasing=True, preserve_range=False).astype(np.float64)
 
 
-def _random_warp(cfg: DemoConfig, rng: np.random.Generator) -> AffineTPSWarp:
+def _rotation_about(rotation_deg: float, scale: float, shift_xy: np.ndarray, centre_xy: tuple[float, float]
+                    ) -> np.ndarray:
+    """2x3 matrix of a rotation and isotropic scale about ``centre_xy``, followed by a shift."""
+    t = np.deg2rad(rotation_deg)
+    r = scale * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    c = np.asarray(centre_xy, dtype=np.float64)
+    return np.hstack([r, (c - r @ c + np.asarray(shift_xy, dtype=np.float64))[:, None]])
+
+
+@dataclass(frozen=True)
+class Warp:
+    """Backward map canvas -> photo, q -> A(q + d(q)): a thin-plate-spline displacement d through jittered
+    control points, then an affine A; (N, 2) float64 pixel arrays in and out."""
+
+    theta_aff: torch.Tensor  # (1, 6) affine A
+    ctrl: torch.Tensor  # (N, 2) control points of d
+    weights: torch.Tensor  # (1, N, 2) radial weights of d, and
+    affine: torch.Tensor  # (1, 3, 2) its affine part (kernels.warps.tps_fit)
+
+    def value_and_jacobian(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d, jd = tps_values_and_jacobians(self.ctrl, self.weights, self.affine, q)
+        lin = self.theta_aff.view(2, 3)[:, :2]
+        return affine_points(self.theta_aff, q + d), lin @ (torch.eye(2, dtype=q.dtype) + jd)
+
+    def __call__(self, pts: np.ndarray) -> np.ndarray:
+        q = torch.from_numpy(pts)[None]
+        return affine_points(self.theta_aff, q + tps_values(self.ctrl, self.weights, self.affine, q))[0].numpy()
+
+    def inverse(self, targets: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
+        """Points q with self(q) = targets, by Newton's method from ``init`` (default: the affine's inverse);
+        ArithmeticError when a residual stays above NEWTON_TOL_PX (a fold: use milder warps)."""
+        tg = torch.from_numpy(targets)[None]
+        start = affine_points(invert_affine(self.theta_aff), tg) if init is None else torch.from_numpy(init)[None]
+        q = newton_solve(self.value_and_jacobian, tg, start, tol=NEWTON_TOL_PX)
+        worst = float((self.value_and_jacobian(q)[0] - tg).abs().max()) if len(targets) else 0.0
+        if worst >= NEWTON_TOL_PX:
+            raise ArithmeticError(f"warp inversion did not converge (residual {worst:.2e} px); use a milder warp.")
+        return q[0].numpy()
+
+
+def _grid_points(s: int) -> np.ndarray:
+    """(s*s, 2) xy pixel centres of an s x s image, row-major."""
+    return pixel_grid((s, s), dtype=torch.float64).reshape(-1, 2).numpy()
+
+
+def _random_warp(cfg: DemoSection, rng: np.random.Generator) -> Warp:
     s = cfg.image_size
     g = cfg.tps_control_points
     lin = np.linspace(0, s - 1, g)
-    ctrl = np.stack(np.meshgrid(lin, lin), -1).reshape(-1, 2)
-    disp = rng.uniform(-1, 1, ctrl.shape) * cfg.tps_jitter_fraction * s
-    tps = ThinPlateSpline.fit(ctrl, disp)
+    ctrl = torch.from_numpy(np.stack(np.meshgrid(lin, lin), -1).reshape(-1, 2))
+    disp = rng.uniform(-1, 1, tuple(ctrl.shape)) * cfg.tps_jitter_fraction * s
+    weights, affine = tps_fit(ctrl, torch.from_numpy(disp)[None])
     # Backward map: canvas -> photo. A scale < 1 on the *output* means the photo looks larger,
     # so we invert the sampled zoom: the photo appears at scale z inside the canvas.
     zoom = rng.uniform(*cfg.scale_range)
     rot = rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)
     shift = rng.uniform(-1, 1, 2) * cfg.max_shift_fraction * s
     centre = ((s - 1) / 2, (s - 1) / 2)
-    return AffineTPSWarp(affine_matrix(rot, 1.0 / zoom, tuple(shift), centre), tps)
+    theta = torch.from_numpy(_rotation_about(rot, 1.0 / zoom, shift, centre).reshape(1, 6))
+    return Warp(theta, ctrl, weights, affine)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -92,9 +129,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return patch[..., None] * tint
 
 
-def _render(photo: np.ndarray, warp: AffineTPSWarp, bg: np.ndarray, gain: np.ndarray, bias: float):
+def _render(photo: np.ndarray, warp: Warp, bg: np.ndarray, gain: np.ndarray, bias: float):
     s = photo.shape[0]
-    src = warp(grid_points(s, s))  # photo xy sampled by every canvas pixel
+    src = warp(_grid_points(s))  # photo xy sampled by every canvas pixel
     inside = ((src >= 0) & (src <= s - 1)).all(1).reshape(s, s)
     coords = [src[:, 1].reshape(s, s), src[:, 0].reshape(s, s)]
     rgb = np.stack([ndimage.map_coordinates(photo[..., c], coords, order=1, mode="nearest") for c in range(3)], -1)
@@ -103,7 +140,7 @@ def _render(photo: np.ndarray, warp: AffineTPSWarp, bg: np.ndarray, gain: np.nda
     return (out * 255).round().astype(np.uint8), inside
 
 
-def _choose_keypoints(photo: np.ndarray, warps: list[AffineTPSWarp], n: int, rng: np.random.Generator) -> np.ndarray:
+def _choose_keypoints(photo: np.ndarray, warps: list[Warp], n: int, rng: np.random.Generator) -> np.ndarray:
     """Up to ``n`` distinctive photo points (Harris corners) that stay visible in every image."""
     s = photo.shape[0]
     resp = feature.corner_harris(rgb2gray(photo))
@@ -118,7 +155,7 @@ def _choose_keypoints(photo: np.ndarray, warps: list[AffineTPSWarp], n: int, rng
     return cand[ok][:n]
 
 
-def generate(out_dir: str | Path, cfg: DemoConfig, seed: int, progress=None) -> None:
+def generate(out_dir: str | Path, cfg: DemoSection, seed: int, progress=None) -> None:
     """Write the demo dataset to ``out_dir`` atomically (deterministic for a given cfg and seed)."""
     rng = np.random.default_rng(seed)
     s = cfg.image_size
@@ -148,7 +185,7 @@ def generate(out_dir: str | Path, cfg: DemoConfig, seed: int, progress=None) -> 
             order = rng.permutation(len(ordered))
             n_train = int(round(cfg.split[0] * len(ordered) / sum(cfg.split)))
             n_val = int(round(cfg.split[1] * len(ordered) / sum(cfg.split)))
-            grid = grid_points(s, s)
+            grid = _grid_points(s)
             # Each image's inverse on the photo grid, once: interpolated, it starts Newton next to the
             # root, so every pair's exact flow costs one or two Newton steps.
             inv_grid = [w.inverse(grid).reshape(s, s, 2) for w in warps]

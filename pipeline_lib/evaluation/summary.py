@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ..atomic import atomic_path, write_text
-from ..config import EvalConfig
+from ..settings import EvaluationSection
 from ..datasets.base import ImageRecord, Pair
 from .pck import pck_counts, pck_threshold
 
@@ -27,7 +27,7 @@ SUMMARY_COLUMNS = ("method", "category", "alpha", "threshold", "pck_per_pair", "
 
 
 def evaluate_predictions(method: str, pairs: Sequence[Pair], images: Mapping[str, ImageRecord],
-                         preds: Mapping[str, np.ndarray], cfg: EvalConfig) -> list[dict]:
+                         preds: Mapping[str, np.ndarray], cfg: EvaluationSection) -> list[dict]:
     """One row per (pair, alpha). A pair without a prediction is an error, never silently dropped."""
     rows = []
     for p in pairs:

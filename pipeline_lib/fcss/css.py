@@ -48,12 +48,6 @@ INIT_SHIFT_STD_CELLS = 7.0
 # Not in the paper (the window N_i of Eq. 11 has no size); the release uses a 2x2 max pool with stride
 # 1. We use the smallest odd window, 3x3, so the pooled map stays centred on the same cells.
 POOL_SIZE = 3
-EPS = 1e-12  # guards the L2 normalisations against an all-zero vector
-
-
-def l2_normalise(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Unit L2 norm along ``dim`` (a zero vector stays zero)."""
-    return x / x.norm(dim=dim, keepdim=True).clamp_min(EPS)
 
 
 def shift_grid(h: int, w: int, offsets: torch.Tensor) -> torch.Tensor:
@@ -138,13 +132,13 @@ class CSSLayer(nn.Module):
         if feat.ndim != 4:
             raise ValueError(f"CSSLayer: feat must be (B, C, h, w), got {tuple(feat.shape)}")
         if self.normalise_input:
-            feat = l2_normalise(feat, dim=1)
+            feat = F.normalize(feat, dim=1)
         dist = self_similarity(feat, self.src_offsets, self.trg_offsets)
         gated = torch.exp(-dist / self.bandwidth)  # Kim et al. Eq. 11, non-linear gating
         pooled = F.max_pool2d(gated, self.pool_size, stride=1, padding=self.pool_size // 2)
         if out_hw is not None and tuple(out_hw) != tuple(pooled.shape[-2:]):
             pooled = F.interpolate(pooled, size=tuple(out_hw), mode="bilinear", align_corners=False)
-        return l2_normalise(pooled, dim=1)
+        return F.normalize(pooled, dim=1)
 
     def extra_repr(self) -> str:
         return f"n_patterns={self.n_patterns}, pool_size={self.pool_size}, normalise_input={self.normalise_input}"

@@ -4,7 +4,8 @@ levels, each upsampled to a common grid, L2-normalised, concatenated and L2-norm
 Kim et al. Sec. 4.1 place K = 3 CSS layers after VGG-19 conv2-2, conv3-2 and conv3-4, i.e. at
 strides (2, 4, 4): the deepest stride-2 layer and two stride-4 layers, evenly spaced and ending at the
 deepest. On another backbone,
-:func:`layers_by_stride` picks the analogous layers from the layer strides measured on the model:
+:func:`pipeline_lib.backbones.layers_by_stride` picks the analogous layers from the layer strides measured
+on the model:
 on ``vgg16`` (no conv3-4) that is conv2_2, conv3_2, conv3_3; on ``efficientnet_lite0`` block00,
 block01, block02. The layer names are arguments, so any other choice is one config value away.
 
@@ -16,15 +17,16 @@ authors' release (``normalization_final`` in init_FCSS.m); each level is normali
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import Backbone, LayerInfo, build_backbone
-from .css import INIT_SHIFT_STD_CELLS, LAMBDA_INIT, N_PATTERNS, POOL_SIZE, CSSLayer, l2_normalise
+from ..backbones import (Backbone, build_backbone, check_layers, deepest_layer, layers_by_stride, measure_strides,
+                         per_layer)
+from .css import INIT_SHIFT_STD_CELLS, LAMBDA_INIT, N_PATTERNS, POOL_SIZE, CSSLayer
 
 log = logging.getLogger(__name__)
 
@@ -57,41 +59,6 @@ class FCSSConfig:
             raise ValueError(f"fcss.init_shift_std_cells must be non-empty and >= 0, got {self.init_shift_std_cells}")
 
 
-STRIDE_PROBE_PX = 224  # probe image side for measuring layer strides (as ``describe_layers``)
-
-
-def measure_strides(backbone: Backbone, probe_size: int = STRIDE_PROBE_PX) -> dict[str, float]:
-    """{layer name: stride} in network order, measured by one forward pass of a probe image (the
-    stride part of ``describe_layers`` without its receptive-field gradients)."""
-    device = next(iter(backbone.buffers())).device
-    with torch.no_grad():
-        feats = backbone(torch.zeros(1, 3, probe_size, probe_size, device=device))
-    return {name: probe_size / feats[name].shape[-1] for name in backbone.layer_names}
-
-
-def layers_by_stride(strides_of: Mapping[str, float] | Sequence[LayerInfo],
-                     strides: Sequence[float] = PAPER_LAYER_STRIDES) -> tuple[str, ...]:
-    """Backbone layers analogous to the paper's, chosen from the measured layer strides
-    (``measure_strides`` or the ``describe_layers`` table, in network order).
-
-    For each distinct stride ``s`` requested ``n`` times, take ``n`` of the backbone's layers of
-    that stride, evenly spaced and ending at the deepest (positions ceil(m * k / n) - 1, k = 1..n,
-    of the ``m`` layers of stride ``s`` in network order). On VGG-19 (strides 2, 4, 4) this gives
-    exactly the paper's conv2-2, conv3-2, conv3-4. Raises ValueError when a stride has too few layers.
-    """
-    table = (dict(strides_of) if isinstance(strides_of, Mapping)
-             else {x.name: x.stride for x in strides_of})
-    out: list[str] = []
-    for s in sorted(set(strides), key=list(strides).index):
-        need = sum(1 for t in strides if t == s)
-        names = [n for n, st in table.items() if abs(st - s) < 1e-6]
-        if len(names) < need:
-            raise ValueError(f"layers_by_stride: need {need} layer(s) of stride {s}, the backbone has {names}; "
-                             f"strides available: {sorted(set(table.values()))}. Set fcss.layers explicitly.")
-        out += [names[math.ceil(len(names) * k / need) - 1] for k in range(1, need + 1)]
-    return tuple(out)
-
-
 class FCSS(nn.Module):
     """Backbone + one :class:`CSSLayer` per chosen layer; forward -> dense FCSS descriptors.
 
@@ -107,24 +74,12 @@ class FCSS(nn.Module):
                  lambda_init: float = LAMBDA_INIT, pool_size: int = POOL_SIZE, train_backbone: bool = True,
                  generator: torch.Generator | None = None):
         super().__init__()
-        layers = tuple(layers)
-        if not layers:
-            raise ValueError("FCSS: at least one backbone layer is needed")
-        unknown = [n for n in layers if n not in backbone.layer_names]
-        if unknown:
-            raise ValueError(f"FCSS: unknown layer(s) {unknown} for backbone {backbone.name}; "
-                             f"available: {list(backbone.layer_names)}")
-        stds = ([float(init_shift_std_cells)] * len(layers) if isinstance(init_shift_std_cells, (int, float))
-                else list(init_shift_std_cells))
-        if len(stds) == 1:
-            stds = stds * len(layers)
-        if len(stds) != len(layers):
-            raise ValueError(f"FCSS: {len(stds)} initial shift stds for {len(layers)} layers; "
-                             f"give one, or one per layer")
-        order = {n: i for i, n in enumerate(backbone.layer_names)}
+        layers = check_layers(backbone, layers, "FCSS")
+        stds = per_layer([float(init_shift_std_cells)] if isinstance(init_shift_std_cells, (int, float))
+                         else init_shift_std_cells, layers, "FCSS", "initial shift stds")
         self.backbone = backbone
         self.layers = layers
-        self.last_layer = max(layers, key=order.__getitem__)
+        self.last_layer = deepest_layer(backbone, layers)
         self.n_patterns = n_patterns
         self.train_backbone = train_backbone
         for p in backbone.parameters():
@@ -152,16 +107,16 @@ class FCSS(nn.Module):
         return [css(m, out_hw) for css, m in zip(self.css, maps)]
 
     def forward(self, images: torch.Tensor, out_hw: tuple[int, int] | None = None) -> torch.Tensor:
-        return l2_normalise(torch.cat(self.layer_outputs(images, out_hw), dim=1), dim=1)
+        return F.normalize(torch.cat(self.layer_outputs(images, out_hw), dim=1), dim=1)
 
 
 def build_fcss(cfg: FCSSConfig, backbone: Backbone | str, pretrained: bool = True,
                weights_path: str | None = None) -> FCSS:
     """An FCSS model from config; ``backbone`` is a built Backbone or a registered name.
-    Empty ``cfg.layers`` picks layers by the paper's strides (:func:`layers_by_stride`)."""
+    Empty ``cfg.layers`` picks layers by the paper's strides (``backbones.layers_by_stride``)."""
     if isinstance(backbone, str):
         backbone = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
-    layers = cfg.layers or layers_by_stride(measure_strides(backbone))
+    layers = cfg.layers or layers_by_stride(measure_strides(backbone), PAPER_LAYER_STRIDES)
     stds = cfg.init_shift_std_cells
     if len(stds) not in (1, len(layers)):
         # the paper's per-level stds only fit a 3-level model: fall back to their middle value

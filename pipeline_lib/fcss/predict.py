@@ -6,17 +6,14 @@ unit-norm descriptors it picks the same target cell as the cosine NN used there)
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from ..datasets.base import ImageRecord, Pair, load_rgb
+from ..datasets.base import ImageRecord, load_rgb
 from ..features import resize_image
-from ..geometry import scale_points
 from ..methods.nn import nn_transfer
 from .model import FCSS
 
@@ -50,34 +47,37 @@ def predict_keypoints(model: FCSS, src_img: torch.Tensor, trg_img: torch.Tensor,
     return nn_transfer(src_desc, trg_desc, src_kps.to(src_desc), tuple(src_img.shape[1:]), tuple(trg_img.shape[1:]))
 
 
-def predict_pairs(model: FCSS, pairs: Sequence[Pair], images: Mapping[str, ImageRecord], longer_side: int,
-                  desc: str = "fcss") -> tuple[dict[str, np.ndarray], float]:
-    """Predict every pair at ``longer_side`` resolution; returns ({pair_id: (K, 2) original target
-    pixels, NaN where invalid}, ms per pair including descriptor computation). Feeds
-    :func:`pipeline_lib.stages.finish_predictions`."""
-    model.eval()
-    cache: OrderedDict[str, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
+class DescriptorFrame:
+    """FCSS descriptors of a dataset's images resized to ``longer_side`` (the last few kept), and the
+    keypoint transfer between them: the keypoint function and the frame of
+    :func:`pipeline_lib.pair_prediction.predict_pairs`. Puts the model in eval mode."""
 
-    def get(key: str) -> tuple[torch.Tensor, tuple[int, int]]:
-        if key in cache:
-            cache.move_to_end(key)
-            return cache[key]
-        img = resize_image(load_rgb(images[key].path), longer_side)
-        cache[key] = (describe(model, img), tuple(img.shape[1:]))
-        if len(cache) > DESCRIPTOR_CACHE_IMAGES:
-            cache.popitem(last=False)
-        return cache[key]
+    def __init__(self, model: FCSS, images: Mapping[str, ImageRecord], longer_side: int):
+        self.model = model.eval()
+        self.images = images
+        self.longer_side = longer_side
+        self._cache: OrderedDict[str, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
 
-    preds: dict[str, np.ndarray] = {}
-    t0 = time.perf_counter()
-    for p in tqdm(pairs, desc=desc, unit="pair"):
-        (fs, s_hw), (ft, t_hw) = get(p.src), get(p.trg)
-        s_rec, t_rec = images[p.src], images[p.trg]
-        kps = scale_points(p.src_kps[p.valid], (s_rec.height, s_rec.width), s_hw)
+    def descriptors(self, image_id: str) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(L, h, w) descriptors of the resized image and its resized (H, W)."""
+        if image_id in self._cache:
+            self._cache.move_to_end(image_id)
+            return self._cache[image_id]
+        img = resize_image(load_rgb(self.images[image_id].path), self.longer_side)
+        self._cache[image_id] = (describe(self.model, img), tuple(img.shape[1:]))
+        if len(self._cache) > DESCRIPTOR_CACHE_IMAGES:
+            self._cache.popitem(last=False)
+        return self._cache[image_id]
+
+    def original_hw(self, image_id: str) -> tuple[int, int]:
+        rec = self.images[image_id]
+        return rec.height, rec.width
+
+    def resized_hw(self, image_id: str) -> tuple[int, int]:
+        return self.descriptors(image_id)[1]
+
+    def __call__(self, src: str, trg: str, kps: np.ndarray) -> np.ndarray:
+        """(K, 2) resized source pixels -> (K, 2) resized target pixels."""
+        (fs, s_hw), (ft, t_hw) = self.descriptors(src), self.descriptors(trg)
         with torch.inference_mode():
-            out_res = nn_transfer(fs, ft, torch.from_numpy(kps).to(fs), s_hw, t_hw).cpu().numpy().astype(np.float64)
-        out = np.full(p.trg_kps.shape, np.nan)
-        out[p.valid] = scale_points(out_res, t_hw, (t_rec.height, t_rec.width))
-        preds[p.pair_id] = out
-    ms = 1000.0 * (time.perf_counter() - t0) / max(len(pairs), 1)
-    return preds, ms
+            return nn_transfer(fs, ft, torch.from_numpy(kps).to(fs), s_hw, t_hw).cpu().numpy().astype(np.float64)

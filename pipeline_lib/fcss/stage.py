@@ -10,10 +10,12 @@ from typing import Any, Mapping
 
 from ..backbones import build_backbone, resolve_device
 from ..config import ConfigError, section
-from ..stage_io import finish_predictions, learned_from, load_dataset, prediction_inputs, save_trained
+from ..pair_prediction import predict_pairs
+from ..protocols import learned_from
+from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
 from ..training import TrainConfig, resumable_settings, save_weights
 from .model import FCSS, FCSSConfig, build_fcss
-from .predict import predict_pairs
+from .predict import DescriptorFrame
 from .train import FCSSTrainConfig, build_training_pairs, train_fcss, with_shift_lr
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
     name written, e.g. ``fcss@init`` for the initial weights)."""
     index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
     side = predict_longer_side(cfg)
-    preds, ms = predict_pairs(model, pairs, index.images, side, desc=method)
+    frame = DescriptorFrame(model, index.images, side)
+    preds, ms = predict_pairs(frame, pairs, frame, desc=method)
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), longer_side=side,
                        layers=list(model.layers))

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from ..datasets.base import DatasetIndex, ImageRecord, Pair, keypoint_box, load_mask, load_rgb
 from ..features import resize_image
-from ..geometry import cell_centres, scale_points
+from ..geometry import scale_points
+from ..kernels.grids import cell_centres
 from ..training import TrainConfig, TrainResult, fit
 from .loss import MARGIN, contrastive_loss
 from .model import FCSS

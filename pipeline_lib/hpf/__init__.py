@@ -1,8 +1,8 @@
-"""Hyperpixel Flow (Min et al., ICCV 2019): hyperpixels, regularized Hough matching (RHM),
-keypoint transfer and beam search over layer sets. Pure tensor functions; see each module."""
+"""Hyperpixel Flow (Min et al., ICCV 2019): regularized Hough matching (RHM), keypoint transfer and beam
+search over layer sets. Pure tensor functions; see each module. Hyperpixels themselves, shared with Gaur
+et al.'s chain, are :mod:`pipeline_lib.kernels.hyperpixels`."""
 
 from .beam_search import BeamSearchResult, BeamStep, beam_search, decode_layers, encode_layers
-from .hyperpixel import build_hyperpixels, flatten_hyperpixels
 from .rhm import (
     HoughSpace,
     appearance_similarity,
@@ -25,10 +25,8 @@ __all__ = [
     "assign",
     "beam_search",
     "build_hough_space",
-    "build_hyperpixels",
     "decode_layers",
     "encode_layers",
-    "flatten_hyperpixels",
     "hough_kernel",
     "hough_votes",
     "nn_match",

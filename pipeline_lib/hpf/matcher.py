@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ..features import FeatureStore
-from ..geometry import cell_centres
-from .hyperpixel import build_hyperpixels, flatten_hyperpixels
+from ..kernels.grids import cell_centres
+from ..kernels.hyperpixels import build_hyperpixels, flatten_hyperpixels
 from .rhm import COS_EXPONENT, HOUGH_KERNEL_SIZE, N_BINS_PER_SIDE, assign, build_hough_space, nn_match, rhm_scores
 from .transfer import transfer_keypoints
 

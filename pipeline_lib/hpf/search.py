@@ -12,10 +12,11 @@ from typing import Mapping, Sequence
 
 from tqdm import tqdm
 
-from ..config import EvalConfig
+from ..settings import EvaluationSection
 from ..datasets.base import ImageRecord, Pair
 from ..evaluation import evaluate_predictions
-from ..methods import predict_pairs
+from ..methods import nn_predictor
+from ..pair_prediction import predict_pairs
 from .beam_search import BeamSearchResult, beam_search
 from .matcher import HyperpixelMatcher
 
@@ -41,19 +42,19 @@ def search_space(layers: Sequence[Mapping], min_base_stride: float, max_base_str
 
 
 def layer_set_score(matcher: HyperpixelMatcher, layers: Sequence[int], pairs: Sequence[Pair],
-                    images: Mapping[str, ImageRecord], ev: EvalConfig, alpha: float, kind: str = "rhm") -> float:
+                    images: Mapping[str, ImageRecord], ev: EvaluationSection, alpha: float, kind: str = "rhm") -> float:
     """Mean per-pair PCK@alpha (%) of transfer with hyperpixels of ``layers``."""
     def predictor(src, trg, kps):
         return matcher.transfer(src, trg, kps, layers, kind)
 
     preds, _ = predict_pairs(predictor, pairs, matcher.store, progress=False)
-    rows = evaluate_predictions("search", pairs, images, preds, EvalConfig(alphas=(alpha,),
-                                threshold=ev.threshold, direction=ev.direction, split=ev.split))
+    rows = evaluate_predictions("search", pairs, images, preds, EvaluationSection(alphas=(alpha,),
+                                                                                  threshold=ev.threshold, direction=ev.direction, split=ev.split))
     return sum(r["pck"] for r in rows) / len(rows)
 
 
 def run_search(matcher: HyperpixelMatcher, pairs: Sequence[Pair], images: Mapping[str, ImageRecord],
-               ev: EvalConfig, alpha: float, space: SearchSpace, beam_width: int,
+               ev: EvaluationSection, alpha: float, space: SearchSpace, beam_width: int,
                max_layers: int) -> BeamSearchResult:
     bar = tqdm(desc="beam search", unit="set")
 
@@ -70,14 +71,12 @@ def run_search(matcher: HyperpixelMatcher, pairs: Sequence[Pair], images: Mappin
     return result
 
 
-def single_layer_nn_scores(store, pairs, images, ev: EvalConfig, alpha: float, device) -> dict[str, float]:
+def single_layer_nn_scores(store, pairs, images, ev: EvaluationSection, alpha: float, device) -> dict[str, float]:
     """The NN baseline method on every single layer over the validation pairs (to pick its best layer)."""
-    from ..methods import nn_predictor
-
     scores = {}
     for name in tqdm(store.layer_names, desc="single-layer NN", unit="layer"):
         preds, _ = predict_pairs(nn_predictor(store, name, device), pairs, store, progress=False)
-        rows = evaluate_predictions("nn", pairs, images, preds, EvalConfig(alphas=(alpha,), threshold=ev.threshold,
-                                                                          direction=ev.direction, split=ev.split))
+        rows = evaluate_predictions("nn", pairs, images, preds, EvaluationSection(alphas=(alpha,), threshold=ev.threshold,
+                                                                                  direction=ev.direction, split=ev.split))
         scores[name] = sum(r["pck"] for r in rows) / len(rows)
     return scores

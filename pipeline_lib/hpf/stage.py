@@ -5,55 +5,40 @@ Methods (all on the same cached features):
 - ``hpf_nn``: plain NN on the same hyperpixels (ablation: what RHM adds);
 - ``hpf_single``: RHM on the best single layer of the search's first step (ablation: what the set adds);
 - ``nn_best_layer``: the NN baseline on its best single layer on the validation pairs;
-- ``gaur_hpf``: ``hpf`` on the features of the Siamese-trained encoder (the full chain, pipeline_lib.chain).
+- ``gaur_hpf`` (registry: runs as ``hpf``): ``hpf`` on the features of the Siamese-trained encoder (the full chain).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping
 
 from ..atomic import atomic_path, write_text
-from ..config import EvalConfig, section
+from ..backbones import resolve_device
+from ..evaluation import oriented
 from ..evaluation.summary import write_csv
-from ..features import FeatureStore
+from ..features import FeatureStore, open_features
 from ..methods import Predictor, nn_predictor
 from ..provenance import provenance
-from ..stage_io import learned_from, load_dataset
+from ..protocols import learned_from
+from ..settings import HPFSection, Settings
+from ..stage_io import load_dataset
 from .beam_search import encode_layers
 from .matcher import HyperpixelMatcher, MatchParams
 from .search import run_search, search_space, single_layer_nn_scores
 
 log = logging.getLogger(__name__)
-METHODS = ("hpf", "hpf_nn", "hpf_single", "nn_best_layer")
-# Methods that are one of METHODS run on another feature store (the store decides the backbone).
-SAME_AS = {"gaur_hpf": "hpf"}
+# The variants this stage predicts: which layers of the search record, matched by RHM or plain NN.
+VARIANTS = {"hpf": ("best_layers", "rhm"), "hpf_nn": ("best_layers", "nn"), "hpf_single": ("best_single_rhm", "rhm")}
+NN_BEST_LAYER = "nn_best_layer"
 
 
-@dataclass(frozen=True)
-class HPFConfig:
-    layers: object = "search"
-    beam_width: int = 4  # Min et al. Sec. 5.1
-    max_layers: int = 8  # Min et al. Sec. 5.1
-    min_base_stride: float = 8.0
-    max_base_stride: float = 16.0
-    search_alpha: float = 0.1
-    search_split: str = "val"
-    max_search_pairs: int = 0
-    n_bins_per_side: int = 91
-    kernel_size: int = 7
-    exponent: float = 3.0
-    transfer_radius_px: float | None = None
-
-    def match_params(self) -> MatchParams:
-        return MatchParams(self.n_bins_per_side, self.kernel_size, self.exponent, self.transfer_radius_px)
-
-
-def hpf_config(cfg: Mapping) -> HPFConfig:
-    return section(HPFConfig, cfg["hpf"])
+def match_params(hc: HPFSection) -> MatchParams:
+    """The RHM and transfer settings of an ``hpf`` section."""
+    return MatchParams(hc.n_bins_per_side, hc.kernel_size, hc.exponent, hc.transfer_radius_px)
 
 
 def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Path, out_csv: str | Path,
@@ -62,10 +47,8 @@ def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Pa
 
     ``features``: a store or its path (any backbone's, or the trained encoder's); ``extra`` is added
     to the record (e.g. the checkpoint key of the store)."""
-    from ..evaluation import oriented
-
-    hc = hpf_config(cfg)
-    ev = section(EvalConfig, cfg["evaluation"])
+    hc = Settings(cfg).hpf
+    ev = Settings(cfg).evaluation
     index = load_dataset(cfg)
     pairs = [p for p in index.pairs if p.split == hc.search_split]
     test_ids = {p.pair_id for p in index.pairs if ev.split in (p.split, "all")}
@@ -82,7 +65,7 @@ def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Pa
         pairs = pairs[:hc.max_search_pairs]
     pairs = oriented(pairs, ev.direction)
     store = features if isinstance(features, FeatureStore) else FeatureStore(features)
-    matcher = HyperpixelMatcher(store, device, hc.match_params())
+    matcher = HyperpixelMatcher(store, device, match_params(hc))
     record: dict = {"search_split": hc.search_split, "n_pairs": len(pairs), "alpha": hc.search_alpha,
                     "threshold": ev.threshold, "layer_names": store.layer_names,
                     "backbone": store.attrs.get("backbone"), **(extra or {})}
@@ -113,6 +96,14 @@ def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Pa
     plot_trace(record, out_png)
     log.info("best layers %s (val PCK@%g %.2f); best single NN layer %s", record["best_layers"], hc.search_alpha,
              best_score, record["best_nn_layer"])
+
+
+def search_layers(cfg: Mapping, features: str | Path, out_json, out_csv, out_png,
+                  checkpoint: str | Path | None = None) -> None:
+    """The layer search stage on a backbone's features, or on the trained encoder's (``checkpoint``: the
+    store must have been extracted from it, and the record carries its key)."""
+    store, facts = open_features(features, checkpoint)
+    search(cfg, store, out_json, out_csv, out_png, resolve_device(cfg["device"]), extra=facts)
 
 
 def plot_trace(record: Mapping, path: str | Path) -> None:
@@ -147,22 +138,23 @@ def plot_trace(record: Mapping, path: str | Path) -> None:
 
 
 def predictor(method: str, cfg: Mapping, store: FeatureStore, search_json: str | Path, device) -> tuple[Predictor, dict]:
-    """The predictor of one of METHODS (or of SAME_AS), from the search record made on ``store``."""
+    """The predictor of one of VARIANTS or of nn_best_layer, from the search record made on ``store``."""
     record = json.loads(Path(search_json).read_text())
     missing = [n for n in record["best_layers"] + record["best_single_rhm"] if n not in store.layer_names]
     if record.get("layer_names", store.layer_names) != store.layer_names or missing:
         raise ValueError(f"{search_json} was searched on other features than {store.path} (layers {missing} "
                          f"unknown); rerun the layer search.")
-    hc = hpf_config(cfg)
-    method = SAME_AS.get(method, method)
-    if method == "nn_best_layer" and not record.get("nn_single_layer_scores", {"?": 0}):
+    hc = Settings(cfg).hpf
+    if method != NN_BEST_LAYER and method not in VARIANTS:
+        raise ValueError(f"unknown Hyperpixel Flow variant '{method}'; known: {NN_BEST_LAYER}, {', '.join(VARIANTS)}")
+    if method == NN_BEST_LAYER and not record.get("nn_single_layer_scores", {"?": 0}):
         raise ValueError(f"{method} needs single layers scored on validation pairs, and {search_json} has none "
                          f"(hpf.layers fixed on a dataset without '{record['search_split']}' pairs); drop {method} "
                          f"from methods or give the dataset a validation split.")
-    if method == "nn_best_layer":
+    if method == NN_BEST_LAYER:
         return nn_predictor(store, record["best_nn_layer"], device), {"layer": record["best_nn_layer"]}
-    names = record["best_layers"] if method in ("hpf", "hpf_nn") else record["best_single_rhm"]
+    which, kind = VARIANTS[method]
+    names = record[which]
     layers = tuple(store.layer_names.index(n) for n in names)
-    matcher = HyperpixelMatcher(store, device, hc.match_params())
-    kind = "nn" if method == "hpf_nn" else "rhm"
+    matcher = HyperpixelMatcher(store, device, match_params(hc))
     return (lambda s, t, k: matcher.transfer(s, t, k, layers, kind)), {"layers": names, "matcher": kind}

@@ -6,7 +6,7 @@ Modules:
 - :mod:`.clustering` -- ``scalable_ward`` (Ward HAC on a sample + nearest centroid);
 - :mod:`.sop_model` -- Gaussian SOP models, unary costs, model change (Eq. 5-7);
 - :mod:`.graphcut` -- PyGCO wrapper with crash isolation, geodesic pairwise (Eq. 8-9);
-- :mod:`.refine` -- ``ManifoldConfig``, ``run_manifold``.
+- :mod:`.algorithm1` -- Algorithm 1 itself: ``ManifoldConfig``, ``run_manifold`` (its loop calls the others).
 - :mod:`.measures` -- ``keypoint_label_agreement``, ``keypoint_part_ami`` (part separation at keypoints).
 
 The names below are re-exported lazily (PEP 562): importing ``pipeline_lib.manifold.graphcut``
@@ -34,14 +34,14 @@ _EXPORTS = {
     "grid_edges": "graphcut",
     "labeling_energy": "graphcut",
     "is_metric": "graphcut",
-    "ManifoldConfig": "refine",
-    "ManifoldResult": "refine",
-    "run_manifold": "refine",
+    "ManifoldConfig": "algorithm1",
+    "ManifoldResult": "algorithm1",
+    "run_manifold": "algorithm1",
     "keypoint_label_agreement": "measures",
     "keypoint_part_ami": "measures",
-    "fraction_changed": "refine",
-    "l2_normalize": "refine",
-    "prepare_features": "refine",
+    "fraction_changed": "algorithm1",
+    "l2_normalize": "algorithm1",
+    "prepare_features": "algorithm1",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -62,6 +62,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers see ordinary imports
+    from .algorithm1 import (
+        ManifoldConfig,
+        ManifoldResult,
+        fraction_changed,
+        l2_normalize,
+        prepare_features,
+        run_manifold,
+    )
     from .clustering import relabel_compact, scalable_ward
     from .graphcut import (
         GraphCutError,
@@ -73,13 +81,5 @@ if TYPE_CHECKING:  # static analysers see ordinary imports
         refine_labels_batch,
     )
     from .kfd import KernelFisherDiscriminant
-    from .refine import (
-        ManifoldConfig,
-        ManifoldResult,
-        fraction_changed,
-        l2_normalize,
-        prepare_features,
-        run_manifold,
-    )
     from .measures import keypoint_label_agreement, keypoint_part_ami
     from .sop_model import SOPModels, fit_sop_models, model_change, rotate_sop_models, unary_costs

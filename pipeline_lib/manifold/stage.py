@@ -6,7 +6,7 @@ map, Sec. 6). Images: ``manifold.images`` (``train`` = images of training pairs,
 Sec. 6 learn on each class's training images; ``all`` where no image split exists). Outputs
 ``manifold.zarr`` (label maps of every iteration per image, the embedded features, SOP models,
 energies, change fractions, keypoint-label agreement; ``manifold`` attribute = the settings, ReLU
-included), the fitted KFD (``kfd.pkl``; it transforms ``refine.prepare_features`` of the raw
+included), the fitted KFD (``kfd.pkl``; it transforms ``algorithm1.prepare_features`` of the raw
 hyperpixels, i.e. ReLU'd when ``manifold.relu``, then L2-normalised) and two pictures.
 """
 
@@ -24,22 +24,26 @@ import torch.nn.functional as F
 import zarr
 
 from ..atomic import atomic_path, write_bytes
+from ..config import plain
 from ..datasets import DatasetIndex, load_rgb
+from ..evaluation.summary import write_csv
 from ..features import FeatureStore
-from ..hpf.hyperpixel import build_hyperpixels
+from ..kernels.hyperpixels import build_hyperpixels
 from ..provenance import provenance
+from ..settings import Settings
 from ..stage_io import load_dataset
 from .measures import keypoint_label_agreement, keypoint_part_ami
 from .plots import plot_convergence, plot_label_maps
-from .refine import ManifoldConfig, run_manifold
+from .algorithm1 import ManifoldConfig, run_manifold
 
 log = logging.getLogger(__name__)
 STAGE_KEYS = ("run", "layers", "grid_size", "images")  # manifold.* keys of the stage, not of Algorithm 1
 
 
 def manifold_config(cfg: Mapping) -> ManifoldConfig:
-    algo = {k: v for k, v in cfg["manifold"].items() if k not in STAGE_KEYS}
-    return ManifoldConfig.from_mapping({**algo, "seed": cfg["seed"]})
+    s = Settings(cfg)
+    algo = {k: v for k, v in plain(s.manifold).items() if k not in STAGE_KEYS}
+    return ManifoldConfig.from_mapping({**algo, "seed": s.seed})
 
 
 def category_images(index: DatasetIndex, category: str, which: str) -> list[str]:
@@ -93,10 +97,10 @@ def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Pa
           out_labels_png: str | Path, out_convergence_png: str | Path) -> None:
     index = load_dataset(cfg)
     store = FeatureStore(features)
-    stage = cfg["manifold"]
-    layers = [store.resolve_layer(n) for n in stage["layers"]]
-    ids = category_images(index, category, stage["images"])
-    grid = stage["grid_size"]
+    stage = Settings(cfg).manifold
+    layers = [store.resolve_layer(n) for n in stage.layers]
+    ids = category_images(index, category, stage.images)
+    grid = stage.grid_size
     feats = grid_features(store, ids, layers, grid)
     mcfg = manifold_config(cfg)
     log.info("category %s: %d images, features %s, layers %s", category, len(ids), feats.shape, layers)
@@ -114,7 +118,7 @@ def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Pa
                            "converged": bool(result.converged), "n_iter": result.n_iter,
                            "keypoint_label_agreement": agreement, "keypoint_part_ami": ami,
                            "manifold": asdict(mcfg),
-                           "provenance": provenance(cfg, cfg["seed"])})
+                           "provenance": provenance(cfg, Settings(cfg).seed)})
         n_it, n_img = result.label_maps.shape[:2]
         root.create_array("label_maps", data=result.label_maps, chunks=(1, 1, grid, grid))
         root.create_array("embedding", data=embedding, chunks=(1,) + embedding.shape[1:])
@@ -138,7 +142,6 @@ def summarise(cfg: Mapping, stores, out_csv: str | Path) -> None:
     """One row per category: iterations, convergence, time, and part separation at the annotated
     keypoints (agreement and AMI, :mod:`.measures`) of the raw-feature clustering (iteration 0)
     against the final labels. Measures are recomputed from the stored label maps and the dataset."""
-    from ..evaluation.summary import write_csv
     index = load_dataset(cfg)
     rows = []
     for path in stores:

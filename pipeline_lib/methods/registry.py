@@ -1,4 +1,10 @@
-"""Which evaluated rows a config's ``methods`` list produces.
+"""The method registry: every method's name, the rule that predicts it, and the artifacts it needs.
+
+One table that the config schema's ``methods`` enum, the rules' ``method`` wildcards and the workflow's
+target list are built from or checked against (``tests/unit/test_method_registry.py``). It imports no
+paper: a feature-based method names its predictor factory as ``"module:function"``
+(:func:`predictor_factory` imports it when a prediction job runs), so the Snakefile reads this table
+without loading every paper.
 
 Every trained method is evaluated twice through the same prediction path: with its trained weights
 (``<method>``) and with the weights it started from (``<method>@init``, saved by its train stage as
@@ -8,11 +14,108 @@ Every trained method is evaluated twice through the same prediction path: with i
 
 from __future__ import annotations
 
-from typing import Iterable
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
-# Methods with a train stage that writes <backbone>/<method>/{init,model}.pt.
-TRAINED_METHODS = ("siamese", "sfnet", "cnngeometric", "weakalign", "fcss")
 INIT_SUFFIX = "@init"
+
+# Artifacts a method's prediction needs (besides the dataset's index).
+FEATURES = "features"  # the backbone's cached feature store
+SEARCH = "search"  # a hyperpixel layer search record
+ENCODER = "encoder"  # the Siamese-trained encoder's feature store (keyed by its checkpoint)
+PSEUDO_FLOW = "pseudo_flow"  # the manifold's pseudo ground-truth flow (Gaur et al. Sec. 4)
+TRAINED = "trained"  # its own train stage: <backbone>/<method>/{init,model}.pt
+
+
+@dataclass(frozen=True)
+class Method:
+    """One evaluated method: ``rule`` predicts it. A feature-based method names its ``predictor``
+    factory ``(variant, cfg, store, search_json, device) -> (Predictor, params)``, called with
+    ``runs_as`` (another method's variant on this method's store) or the method's own name; a trained
+    method names the ``predict`` stage ``(cfg, backbone, weights, out_csv, meta_json, method)`` of its
+    paper, run once with the trained and once with the initial weights."""
+
+    name: str
+    rule: str
+    needs: tuple[str, ...]
+    summary: str
+    predictor: str | None = None
+    runs_as: str | None = None
+    predict: str | None = None
+
+    @property
+    def variant(self) -> str:
+        return self.runs_as or self.name
+
+    @property
+    def trained(self) -> bool:
+        return TRAINED in self.needs
+
+
+METHODS: tuple[Method, ...] = (
+    Method("nn", "predict_nn", (FEATURES,), "NN baseline on nn.layer", "pipeline_lib.methods.stage:nn_method"),
+    Method("nn_best_layer", "predict_hpf", (FEATURES, SEARCH),
+           "NN baseline on its best single layer on the validation split", "pipeline_lib.hpf.stage:predictor"),
+    Method("hpf", "predict_hpf", (FEATURES, SEARCH), "RHM on beam-searched hyperpixels (Min et al. 2019)",
+           "pipeline_lib.hpf.stage:predictor"),
+    Method("hpf_nn", "predict_hpf", (FEATURES, SEARCH), "NN on the same hyperpixels (what RHM adds)",
+           "pipeline_lib.hpf.stage:predictor"),
+    Method("hpf_single", "predict_hpf", (FEATURES, SEARCH), "RHM on the best single layer of the search",
+           "pipeline_lib.hpf.stage:predictor"),
+    Method("siamese", "predict_siamese", (PSEUDO_FLOW, TRAINED),
+           "Siamese flow network trained on pseudo ground truth (Gaur & Manjunath 2017)",
+           predict="pipeline_lib.siamese.stage:predict"),
+    Method("gaur_hpf", "predict_gaur_hpf", (ENCODER, SEARCH, PSEUDO_FLOW),
+           "hpf on the Siamese-trained encoder's features (the full chain)", "pipeline_lib.hpf.stage:predictor",
+           runs_as="hpf"),
+    Method("sfnet", "predict_sfnet", (TRAINED,), "SFNet (Lee et al. 2019)", predict="pipeline_lib.sfnet.stage:predict"),
+    Method("cnngeometric", "predict_cnngeometric", (TRAINED,),
+           "CNNGeometric (Rocco et al. 2017): affine + TPS regression trained on synthetic warps",
+           predict="pipeline_lib.weakalign.stage:predict"),
+    Method("weakalign", "predict_weakalign", (TRAINED,), "WeakAlign (Rocco et al. 2018), fine-tuned from cnngeometric",
+           predict="pipeline_lib.weakalign.stage:predict"),
+    Method("fcss", "predict_fcss", (TRAINED,), "FCSS descriptors (Kim et al. 2017)",
+           predict="pipeline_lib.fcss.stage:predict"),
+)
+BY_NAME = {m.name: m for m in METHODS}
+METHOD_NAMES = tuple(BY_NAME)
+TRAINED_METHODS = tuple(m.name for m in METHODS if m.trained)
+PSEUDO_GT_METHODS = frozenset(m.name for m in METHODS if PSEUDO_FLOW in m.needs)
+
+
+def method(name: str) -> Method:
+    """The registry entry of ``name`` (``<m>@init`` gives ``<m>``'s); a clear error for an unknown one."""
+    try:
+        return BY_NAME[base_method(name)]
+    except KeyError:
+        raise ValueError(f"unknown method '{name}'; known: {', '.join(METHOD_NAMES)}") from None
+
+
+def predicted_by(rule: str) -> tuple[str, ...]:
+    """Names of the methods whose predictions ``rule`` writes (its ``method`` wildcard's values)."""
+    return tuple(m.name for m in METHODS if m.rule == rule)
+
+
+def _load(spec: str) -> Callable:
+    module, function = spec.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def predictor_factory(name: str) -> Callable:
+    """The predictor factory of a feature-based method, imported from the module the registry names."""
+    m = method(name)
+    if m.predictor is None:
+        raise ValueError(f"method '{name}' is not feature-based: rule {m.rule} predicts it with its own model")
+    return _load(m.predictor)
+
+
+def predict_stage(name: str) -> Callable:
+    """The ``predict`` stage of a trained method, imported from its paper's stage module."""
+    m = method(name)
+    if m.predict is None:
+        raise ValueError(f"method '{name}' has no model of its own: rule {m.rule} predicts it from cached features")
+    return _load(m.predict)
 
 
 def evaluated_methods(methods: Iterable[str]) -> list[str]:
@@ -30,4 +133,5 @@ def base_method(row_method: str) -> str:
     return row_method[: -len(INIT_SUFFIX)] if row_method.endswith(INIT_SUFFIX) else row_method
 
 
-__all__ = ["TRAINED_METHODS", "INIT_SUFFIX", "evaluated_methods", "base_method"]
+__all__ = ["Method", "METHODS", "METHOD_NAMES", "TRAINED_METHODS", "PSEUDO_GT_METHODS", "INIT_SUFFIX", "method",
+           "predicted_by", "predictor_factory", "predict_stage", "evaluated_methods", "base_method"]

@@ -3,8 +3,8 @@
 Architecture (Lee et al. Sec. 3.1 and 4.1):
 
 1. a frozen ImageNet backbone cut at two depths (paper: ResNet-101 conv4-23 and conv5-3, strides
-   16 and 32). On another backbone :func:`layers_by_stride` takes the *last* layer of each of those
-   strides from the measured layer table; on ``efficientnet_lite0`` that is ``block10`` (112 ch,
+   16 and 32). On another backbone :func:`pipeline_lib.backbones.layers_by_stride` takes the *last*
+   layer of each of those strides from the measured layer table; on ``efficientnet_lite0`` that is ``block10`` (112 ch,
    stride 16) and ``block15`` (320 ch, stride 32). The names are arguments (``SFNetConfig.layers``);
 2. one residual adaptation block per level, ``x + ReLU(BN(Conv_k(x)))`` with k = 5 on the
    stride-16 level and k = 3 on the stride-32 level; the coarse level is then upsampled bilinearly
@@ -14,12 +14,13 @@ Architecture (Lee et al. Sec. 3.1 and 4.1):
    would multiply into a high one;
 4. for every source cell p, the map ``c_p(.)`` over target cells is L2-normalised (``n_p``) and the
    kernel soft argmax (Eqs. 2-3) gives its sub-cell match ``phi(p)``; the same on the transposed
-   correlation gives the target->source matches.
+   correlation gives the target->source matches. The kernels (correlation, soft argmax, beta and
+   sigma) are in :mod:`pipeline_lib.kernels`, shared with the Siamese network.
 
 Coordinates. Matches and flows are (B, h, w, 2) xy tensors in *normalised* image coordinates of
 ``F.grid_sample(..., align_corners=False)``: -1 and +1 are the outer edges of the image, so a cell
 j of a w-wide grid sits at ``(2j + 1) / w - 1`` and the same number means the same image point at
-any resolution (see :func:`cell_to_normalised`). ``grid_s2t`` holds phi(p) in target coordinates,
+any resolution (see :mod:`pipeline_lib.kernels.grids`). ``grid_s2t`` holds phi(p) in target coordinates,
 ``flow_s2t = grid_s2t - p`` (Lee et al. Eq. 5). The losses work in these units: the paper does not
 state the units its loss weights were tuned for; we understand the authors' release to use
 grid_sample coordinates too, but could not check it here. For the default layers the output grid
@@ -40,20 +41,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import Backbone, build_backbone
+from ..backbones import (Backbone, build_backbone, check_layers, deepest_layer, layers_by_stride, measure_strides,
+                         per_layer, probe_shapes)
+from ..kernels.correlation import correlation, l2_normalise
+from ..kernels.grids import normalised_cell_grid
+from ..kernels.soft_argmax import BETA, KERNEL_SIGMA_CELLS, match_positions
 
 log = logging.getLogger(__name__)
 
 NAME = "sfnet"
 CITATION = ("J. Lee, D. Kim, J. Ponce, B. Ham. SFNet: Learning Object-aware Semantic Correspondence. "
             "CVPR 2019.")
-BETA = 50.0  # Lee et al. Sec. 4.1: softmax temperature beta = 50
-KERNEL_SIGMA_CELLS = 5.0  # Lee et al. Sec. 4.1: std of the Gaussian kernel k_p = 5 (cells of the 20x20 grid)
 PAPER_LAYER_STRIDES = (16, 32)  # Lee et al. Sec. 4.1: ResNet-101 conv4-23 (stride 16) and conv5-3 (stride 32)
 ADAPTATION_KERNEL_SIZES = (5, 3)  # Lee et al. Sec. 4.1: 5x5 on conv4-23, 3x3 on conv5-3
 PAPER_IMAGE_SIZE = 320  # Lee et al. Sec. 4.1: 320 x 320 inputs (20 x 20 stride-16 grid)
-EPS = 1e-8  # guards L2 normalisations of all-zero vectors
-PROBE_SIZE = 128  # input side used to measure backbone strides and channels (a multiple of 32)
 
 
 @dataclass(frozen=True)
@@ -100,140 +101,6 @@ class SFNetOutput:
     corr: torch.Tensor
 
 
-# --------------------------------------------------------------------------- pure kernels
-
-
-def l2_normalise(x: torch.Tensor, dim: int | Sequence[int]) -> torch.Tensor:
-    """x / ||x||_2 over ``dim`` (all-zero vectors stay zero)."""
-    return x / (x.pow(2).sum(dim=dim, keepdim=True) + EPS).sqrt()
-
-
-def cell_to_normalised(xy_cells: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """(..., 2) xy in cell units of an (h, w) grid -> normalised coordinates (align_corners=False)."""
-    h, w = hw
-    scale = xy_cells.new_tensor([2.0 / w, 2.0 / h])
-    return (xy_cells + 0.5) * scale - 1.0
-
-
-def pixels_to_normalised(pts: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """(..., 2) xy pixels of an (H, W) image (pixel centres at integers) -> normalised coordinates."""
-    h, w = hw
-    return (pts + 0.5) / pts.new_tensor([w, h]) * 2 - 1
-
-
-def normalised_to_pixels(pts: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """Inverse of :func:`pixels_to_normalised`."""
-    h, w = hw
-    return (pts + 1) / 2 * pts.new_tensor([w, h]) - 0.5
-
-
-def normalised_cell_grid(h: int, w: int, device=None, dtype=None) -> torch.Tensor:
-    """(h, w, 2) normalised xy of the cell (or pixel) centres of an (h, w) grid."""
-    dtype = dtype or torch.get_default_dtype()
-    ys = (torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1
-    xs = (torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy], dim=-1)
-
-
-def correlation(src: torch.Tensor, trg: torch.Tensor) -> torch.Tensor:
-    """Dot products of every source and target feature (Lee et al. Eq. 1).
-
-    src: (B, C, h_s, w_s), trg: (B, C, h_t, w_t) -> (B, h_s, w_s, h_t, w_t).
-    """
-    if src.ndim != 4 or trg.ndim != 4 or src.shape[:2] != trg.shape[:2]:
-        raise ValueError(f"correlation: need (B, C, h, w) maps with equal B and C, got {tuple(src.shape)} "
-                         f"and {tuple(trg.shape)}")
-    b, c, hs, ws = src.shape
-    ht, wt = trg.shape[-2:]
-    corr = torch.bmm(src.reshape(b, c, hs * ws).transpose(1, 2), trg.reshape(b, c, ht * wt))
-    return corr.view(b, hs, ws, ht, wt)
-
-
-def kernel_soft_argmax(scores: torch.Tensor, beta: float = BETA,
-                       sigma_cells: float | None = KERNEL_SIGMA_CELLS) -> torch.Tensor:
-    """Kernel soft argmax (Lee et al. Eqs. 2-3) of score maps over a target grid.
-
-    scores: (B, N, h, w), for each of N queries a map n_p over the (h, w) target grid (Lee et al.
-    apply it to the L2-normalised correlation; see :func:`match_positions`).
-    The Gaussian ``k_p`` (std ``sigma_cells``) is centred on the discrete argmax, which carries no
-    gradient (Lee et al. footnote 1); ``m_p = softmax(beta * k_p * n_p)`` over the grid, and the
-    result is ``sum_q m_p(q) q``. ``sigma_cells=None`` gives the plain soft argmax.
-    Returns (B, N, 2) xy positions in target cell units (x = column, y = row, cell centres at
-    integers), differentiable w.r.t. ``scores``.
-    """
-    if scores.ndim != 4:
-        raise ValueError(f"kernel_soft_argmax: scores must be (B, N, h, w), got {tuple(scores.shape)}")
-    b, n, h, w = scores.shape
-    flat = scores.reshape(b, n, h * w)
-    ys = torch.arange(h, device=scores.device, dtype=scores.dtype)
-    xs = torch.arange(w, device=scores.device, dtype=scores.dtype)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    gx, gy = gx.reshape(-1), gy.reshape(-1)
-    if sigma_cells is not None:
-        with torch.no_grad():
-            idx = flat.argmax(dim=2)  # (B, N)
-            ix, iy = gx[idx], gy[idx]
-            d2 = (gx.view(1, 1, -1) - ix[..., None]) ** 2 + (gy.view(1, 1, -1) - iy[..., None]) ** 2
-            kernel = torch.exp(-d2 / (2.0 * sigma_cells ** 2))
-        flat = flat * kernel
-    prob = torch.softmax(beta * flat, dim=2)  # softmax subtracts the max itself (stable)
-    return torch.stack([(prob * gx).sum(2), (prob * gy).sum(2)], dim=2)
-
-
-def match_positions(corr: torch.Tensor, beta: float = BETA,
-                    sigma_cells: float | None = KERNEL_SIGMA_CELLS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both directions' matches from a correlation.
-
-    corr: (B, h_s, w_s, h_t, w_t) -> (grid_s2t (B, h_s, w_s, 2) normalised target xy,
-    grid_t2s (B, h_t, w_t, 2) normalised source xy). Each query's score map is L2-normalised over
-    the other image's grid before the kernel soft argmax (Lee et al. Sec. 3.1, n_p).
-    """
-    if corr.ndim != 5:
-        raise ValueError(f"match_positions: corr must be (B, h_s, w_s, h_t, w_t), got {tuple(corr.shape)}")
-    b, hs, ws, ht, wt = corr.shape
-    s2t = l2_normalise(corr.reshape(b, hs * ws, ht, wt), dim=(2, 3))
-    t2s = l2_normalise(corr.permute(0, 3, 4, 1, 2).reshape(b, ht * wt, hs, ws), dim=(2, 3))
-    cells_s2t = kernel_soft_argmax(s2t, beta, sigma_cells).view(b, hs, ws, 2)
-    cells_t2s = kernel_soft_argmax(t2s, beta, sigma_cells).view(b, ht, wt, 2)
-    return cell_to_normalised(cells_s2t, (ht, wt)), cell_to_normalised(cells_t2s, (hs, ws))
-
-
-def layers_by_stride(backbone: Backbone, strides: Sequence[float] = PAPER_LAYER_STRIDES,
-                     probe_size: int = PROBE_SIZE) -> tuple[str, ...]:
-    """The last backbone layer of each stride in ``strides`` (measured on a probe image).
-
-    The paper's conv4-23 and conv5-3 are the last blocks of ResNet-101's stride-16 and stride-32
-    stages; on ``efficientnet_lite0`` this returns ("block10", "block15").
-    """
-    strides_by_layer = measure_strides(backbone, probe_size)
-    out = []
-    for s in strides:
-        names = [n for n, st in strides_by_layer.items() if abs(st - s) < 1e-6]
-        if not names:
-            raise ValueError(f"layers_by_stride: backbone {backbone.name} has no layer of stride {s}; strides: "
-                             f"{sorted(set(strides_by_layer.values()))}. Give the layer names explicitly.")
-        out.append(names[-1])
-    return tuple(out)
-
-
-def measure_strides(backbone: Backbone, probe_size: int = PROBE_SIZE) -> dict[str, float]:
-    """{layer: stride} of every layer, from one no-grad forward pass of a probe image."""
-    shapes = probe_shapes(backbone, None, probe_size)
-    return {n: probe_size / s[2] for n, s in shapes.items()}
-
-
-def probe_shapes(backbone: Backbone, upto: str | None, probe_size: int = PROBE_SIZE) -> dict[str, tuple]:
-    """{layer: (1, C, h, w)} of a probe forward pass (no gradient, backbone mode untouched)."""
-    device = next(iter(backbone.buffers())).device
-    was_training = backbone.training
-    backbone.eval()
-    with torch.no_grad():
-        feats = backbone(torch.zeros(1, 3, probe_size, probe_size, device=device), upto=upto)
-    backbone.train(was_training)
-    return {n: tuple(f.shape) for n, f in feats.items()}
-
-
 # --------------------------------------------------------------------------- modules
 
 
@@ -265,23 +132,11 @@ class SFNet(nn.Module):
                  beta: float = BETA, kernel_sigma_cells: float | None = KERNEL_SIGMA_CELLS,
                  train_backbone: bool = False):
         super().__init__()
-        layers = tuple(layers)
-        if not layers:
-            raise ValueError("SFNet: at least one backbone layer is needed")
-        unknown = [n for n in layers if n not in backbone.layer_names]
-        if unknown:
-            raise ValueError(f"SFNet: unknown layer(s) {unknown} for backbone {backbone.name}; "
-                             f"available: {list(backbone.layer_names)}")
-        kernel_sizes = tuple(kernel_sizes)
-        if len(kernel_sizes) == 1:
-            kernel_sizes = kernel_sizes * len(layers)
-        if len(kernel_sizes) != len(layers):
-            raise ValueError(f"SFNet: {len(kernel_sizes)} adaptation kernel sizes for {len(layers)} layers; "
-                             f"give one or one per layer")
-        order = {n: i for i, n in enumerate(backbone.layer_names)}
+        layers = check_layers(backbone, layers, "SFNet")
+        kernel_sizes = per_layer(kernel_sizes, layers, "SFNet", "adaptation kernel sizes")
         self.backbone = backbone
         self.layers = layers
-        self.last_layer = max(layers, key=order.__getitem__)
+        self.last_layer = deepest_layer(backbone, layers)
         self.beta = float(beta)
         self.kernel_sigma_cells = kernel_sigma_cells
         self.train_backbone = train_backbone
@@ -337,10 +192,10 @@ class SFNet(nn.Module):
 def build_sfnet(cfg: SFNetConfig, backbone: Backbone | str = "efficientnet_lite0", pretrained: bool = True,
                 weights_path: str | None = None) -> SFNet:
     """An SFNet from config; ``backbone`` is a built Backbone or a registered name.
-    Empty ``cfg.layers`` picks the last stride-16 and stride-32 layers (:func:`layers_by_stride`)."""
+    Empty ``cfg.layers`` picks the last stride-16 and stride-32 layers (``backbones.layers_by_stride``)."""
     if isinstance(backbone, str):
         backbone = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
-    layers = cfg.layers or layers_by_stride(backbone)
+    layers = cfg.layers or layers_by_stride(measure_strides(backbone), PAPER_LAYER_STRIDES)
     kernel_sizes = cfg.adaptation_kernel_sizes
     if len(kernel_sizes) not in (1, len(layers)):
         raise ValueError(f"sfnet.adaptation_kernel_sizes has {len(kernel_sizes)} entries for {len(layers)} layers")

@@ -11,10 +11,12 @@ from typing import Mapping
 import torch
 
 from ..backbones import build_backbone, resolve_device
-from ..stage_io import finish_predictions, learned_from, load_dataset, prediction_inputs, save_trained
+from ..pair_prediction import on_images, predict_pairs
+from ..protocols import learned_from
+from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
 from ..training import resumable_settings, save_weights
 from .model import SFNet, build_sfnet
-from .predict import predict_pairs, sfnet_keypoint_fn
+from .predict import sfnet_keypoint_fn
 from .train import SFNetSettings, load_images, settings_from_config, train_sfnet, training_image_ids
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,6 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
     e.g. ``sfnet@init`` for the initial weights)."""
     index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
     size = settings(cfg).model.image_size
-    preds, ms = predict_pairs(sfnet_keypoint_fn(model, size), index, pairs, desc=method)
+    preds, ms = predict_pairs(on_images(sfnet_keypoint_fn(model, size), index.images), pairs, desc=method)
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), image_size=size,
                        layers=list(model.layers))

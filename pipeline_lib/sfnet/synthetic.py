@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..kernels.grids import normalised_to_pixels, pixel_grid, pixels_to_normalised
+
 
 @dataclass(frozen=True)
 class SyntheticConfig:
@@ -81,27 +83,17 @@ def random_affine(n: int, cfg: SyntheticConfig, generator: torch.Generator) -> t
     return torch.cat([a, shift[..., None]], dim=2).float()
 
 
-def pixel_grid(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(h, w, 2) xy pixel coordinates (pixel centres at integers)."""
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype),
-                            indexing="ij")
-    return torch.stack([xs, ys], -1)
-
-
 def exact_flow(theta: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Source->target flow of a backward affine warp.
 
     theta: (B, 2, 3) backward affine (normalised target -> normalised source), hw: (H, W) of both
     images -> (flow (B, H, W, 2) in pixels, valid (B, H, W) bool: the match lies inside the target).
     """
-    h, w = hw
-    p = pixel_grid(h, w, device=theta.device, dtype=torch.float64)
-    size = torch.tensor([w, h], dtype=torch.float64, device=theta.device)
-    p_n = (p + 0.5) / size * 2 - 1
+    p = pixel_grid(hw, device=theta.device, dtype=torch.float64)
     a, t = theta[:, :, :2].double(), theta[:, :, 2].double()
-    q_n = torch.einsum("bij,bhwj->bhwi", torch.linalg.inv(a), p_n[None] - t[:, None, None, :])
-    q = (q_n + 1) / 2 * size - 0.5
-    valid = ((q >= -0.5) & (q <= size - 0.5)).all(-1)
+    q_n = torch.einsum("bij,bhwj->bhwi", torch.linalg.inv(a), pixels_to_normalised(p, hw)[None] - t[:, None, None, :])
+    q = normalised_to_pixels(q_n, hw)
+    valid = ((q >= -0.5) & (q <= q.new_tensor([hw[1], hw[0]]) - 0.5)).all(-1)
     return (q - p).float(), valid
 
 

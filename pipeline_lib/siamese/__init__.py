@@ -16,10 +16,11 @@ from .data import (FlowBatch, ManifoldEmbeddings, PseudoFlowStores, SiamesePairD
                    demo_flow_provider, grid_flow_provider, pseudo_flow_provider)
 from .loss import TRUNCATIONS, batch_loss, flow_metrics, truncated_euclidean_loss, truncation_px2
 from .model import SiameseFlowNet, auto_layers
-from .predict import (predict_by_retrieval, predict_keypoints, predict_pairs, retrieve_top_k,
+from .predict import (predict_by_retrieval, predict_keypoints, retrieve_top_k, siamese_keypoint_fn,
                       transfer_from_neighbours)
 
 __all__ = ["AugmentConfig", "augment_pair", "transform_flow", "FlowBatch", "ManifoldEmbeddings", "PseudoFlowStores",
            "SiamesePairData", "batch_factory", "demo_flow_provider", "grid_flow_provider", "pseudo_flow_provider",
            "batch_loss", "flow_metrics", "TRUNCATIONS", "truncated_euclidean_loss", "truncation_px2", "SiameseFlowNet", "auto_layers",
-           "predict_keypoints", "predict_by_retrieval", "predict_pairs", "retrieve_top_k", "transfer_from_neighbours"]
+           "predict_keypoints", "predict_by_retrieval", "siamese_keypoint_fn", "retrieve_top_k",
+           "transfer_from_neighbours"]

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..pseudo_flow import masked_bilinear, pixel_grid, to_normalised
+from ..kernels.grids import pixel_grid, pixels_to_normalised
+from ..kernels.sampling import masked_bilinear
 
 ROTATION_RANGE_DEG = (-16.0, 16.0)  # Gaur et al. Sec. 6
 SCALE_RANGE = (0.9, 2.0)  # Gaur et al. Sec. 6
@@ -108,7 +109,7 @@ def warp_image(image: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     hw = tuple(image.shape[1:])
     dtype = image.dtype if image.is_floating_point() else torch.float32
     src_xy = apply_matrix(torch.linalg.inv(m.double()), pixel_grid(hw, image.device, torch.float64))
-    grid = to_normalised(src_xy, hw).to(dtype)[None]
+    grid = pixels_to_normalised(src_xy, hw).to(dtype)[None]
     return F.grid_sample(image.to(dtype)[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
 
 
@@ -135,7 +136,7 @@ def transform_flow(flow: torch.Tensor, mask: torch.Tensor, src_m: torch.Tensor |
         p = apply_matrix(torch.linalg.inv(src_m.double()), q)  # where new pixel q was in the old source
         # Interpolate the displacement, not the target position: a constant flow stays exact next
         # to invalid pixels (normalised convolution of a linear field would be biased there).
-        disp, ok = masked_bilinear(flow.to(work), mask.bool(), to_normalised(p, hw))
+        disp, ok = masked_bilinear(flow.to(work), mask.bool(), pixels_to_normalised(p, hw))
         pos = p + disp
     if trg_m is not None:
         pos = apply_matrix(trg_m.double(), pos)

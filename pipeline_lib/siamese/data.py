@@ -11,7 +11,7 @@ Flow targets come from a provider ``flow_for(pair, src_hw, trg_hw) -> (flow, mas
 pixels, mask (src_h, src_w) bool, where src_hw / trg_hw are the resized (unpadded) sizes. The
 provider is told the sizes because only this module knows ``input_size``. Providers given: exact
 demo flow (``demo_flow_provider``, an oracle), pseudo ground truth computed from embeddings
-(``pseudo_flow_provider`` + ``ManifoldEmbeddings``) or read from the pseudo_gt stage's stores
+(``pseudo_flow_provider`` + ``ManifoldEmbeddings``) or read from the make_pseudo_flow stage's stores
 (``grid_flow_provider`` + ``PseudoFlowStores``).
 
 Tensors stay on the CPU; ``siamese.loss.batch_loss`` moves a batch to the model's device.
@@ -28,10 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..datasets import DatasetIndex, Pair, load_rgb
+from ..datasets import DatasetIndex, Pair, demo, load_rgb
 from ..features import resize_image
 from ..geometry import resized_shape
-from ..pseudo_flow import pseudo_flow, rescale_flow, upsample_flow
+from ..kernels.flow import rescale_flow, upsample_flow
+from ..pseudo_flow import pseudo_flow
 from .augment import AugmentConfig, augment_pair
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,6 @@ def demo_flow_provider(index: DatasetIndex) -> FlowProvider:
     """Exact flow of the generated demo pairs (an oracle upper bound, and for testing)."""
     import zarr
 
-    from ..datasets import demo
-
     if index.flow_store is None:
         raise ValueError(f"dataset {index.name} has no flow store; exact flow exists only for the demo")
     ids = list(zarr.open_group(str(index.flow_store), mode="r").attrs["pair_ids"])
@@ -203,7 +202,7 @@ def grid_flow_provider(lookup: GridFlowLookup) -> FlowProvider:
 
     ``lookup(pair) -> (flow (h, w, 2), mask (h, w), src_hw, trg_hw)``: a ``pseudo_flow`` result on
     a grid covering the source image of size ``src_hw`` with targets in pixels of a ``trg_hw``
-    image (e.g. the original images, as the pseudo_gt stage stores them). Upsampled to that source
+    image (e.g. the original images, as the make_pseudo_flow stage stores them). Upsampled to that source
     size, then re-expressed in the resized frames (``rescale_flow``).
     """
 
@@ -217,7 +216,7 @@ def grid_flow_provider(lookup: GridFlowLookup) -> FlowProvider:
 
 
 class PseudoFlowStores:
-    """``lookup(pair)`` over the pseudo ground-truth Zarr stores of the pseudo_gt stage (one per
+    """``lookup(pair)`` over the pseudo ground-truth Zarr stores of the make_pseudo_flow stage (one per
     category): groups with ``flow`` (h, w, 2), ``mask`` (h, w) and attrs ``pair_id``, ``src_hw``,
     ``trg_hw``. For :func:`grid_flow_provider`."""
 
@@ -243,7 +242,7 @@ class PseudoFlowStores:
     def __call__(self, pair: Pair):
         if pair.pair_id not in self._where:
             raise KeyError(f"pair '{pair.pair_id}' is in no pseudo ground-truth store; was it a training pair of "
-                           f"the pseudo_gt stage?")
+                           f"the make_pseudo_flow stage?")
         g = self._where[pair.pair_id]
         return (np.asarray(g["flow"][:]), np.asarray(g["mask"][:]), tuple(g.attrs["src_hw"]),
                 tuple(g.attrs["trg_hw"]))

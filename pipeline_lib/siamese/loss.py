@@ -38,7 +38,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..geometry import cell_centres
+from ..kernels.grids import cell_centres
 
 TRUNCATIONS = ("long_side", "literal")  # our reading of Gaur et al. Eq. 10's T^2 (module docstring)
 
@@ -109,7 +109,7 @@ def match_targets(flow: torch.Tensor, mask: torch.Tensor, grid_hw: tuple[int, in
 
     flow (B, H, W, 2) px and mask (B, H, W) on the input (source and target of one size H x W); the grids
     cover ``covered_hw`` pixels (default H x W; larger when the network padded its input to a multiple of its
-    stride). The flow is read at the pixel nearest each source cell centre (``geometry.cell_centres``), and the
+    stride). The flow is read at the pixel nearest each source cell centre (``kernels.grids.cell_centres``), and the
     point it reaches is assigned to the target cell containing it. Returns (index (B, h*w) long, row-major over
     the target grid; valid (B, h*w) bool: a confident flow from inside the image to inside the image).
     """

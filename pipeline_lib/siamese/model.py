@@ -37,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import Backbone, LayerInfo, ResidualAdapter, describe_layers
-from ..hpf.hyperpixel import build_hyperpixels
-from ..geometry import cell_centres
-from ..sfnet.model import BETA, KERNEL_SIGMA_CELLS, correlation, kernel_soft_argmax
+from ..backbones import Backbone, LayerInfo, ResidualAdapter, deepest_layer, describe_layers
+from ..kernels.correlation import correlation
+from ..kernels.grids import cell_centres
+from ..kernels.hyperpixels import build_hyperpixels
+from ..kernels.soft_argmax import BETA, KERNEL_SIGMA_CELLS, kernel_soft_argmax
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ class SiameseFlowNet(nn.Module):
         if freeze_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
-        self._encode_upto = max(layers + self.match_layers, key=backbone.layer_names.index)
+        self._encode_upto = deepest_layer(backbone, layers + self.match_layers)
         log.debug("SiameseFlowNet on %s: layers %s, strides %s, decoder %s, fusion %s %s", backbone.name, layers,
                   self.strides, self.decoder_channels, fusion, self.match_layers)
 
@@ -220,7 +221,7 @@ class SiameseFlowNet(nn.Module):
 
     def correlate(self, s_feats: dict[str, torch.Tensor], t_feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """Cosine correlation (B, h, w, ht, wt) of the (adapted) hyperpixels of ``match_layers``, each layer
-        L2-normalised (``hpf.hyperpixel.build_hyperpixels``), on the first match layer's grid."""
+        L2-normalised (``kernels.hyperpixels.build_hyperpixels``), on the first match layer's grid."""
         norm = len(self.match_layers) ** 0.5  # a hyperpixel has norm sqrt(K): unit norm after this
 
         def adapted(feats):
@@ -240,7 +241,7 @@ class SiameseFlowNet(nn.Module):
         b, h, w, ht, wt = corr.shape
         corr = corr.reshape(b, h * w, ht, wt)
         cells = kernel_soft_argmax(corr, self.beta, self.kernel_sigma_cells)  # (B, h*w, 2) target cell xy
-        # cell xy -> input pixels: (c + 0.5) * stride - 0.5, the convention of geometry.cell_centres
+        # cell xy -> input pixels: (c + 0.5) * stride - 0.5, the convention of kernels.grids.cell_centres
         scale = cells.new_tensor([input_hw[1] / wt, input_hw[0] / ht])
         trg_px = (cells + 0.5) * scale - 0.5
         src_px = cell_centres(h, w, input_hw, device=cells.device, dtype=cells.dtype)

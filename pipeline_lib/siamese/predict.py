@@ -3,7 +3,8 @@
 Images go through the same geometry as training (``siamese.data``): longer side resized to
 ``input_size``, zero-padded at the bottom/right to a square. Keypoints are mapped into that frame
 with ``geometry.scale_points``, moved by the predicted flow (bilinear at the keypoint), and mapped
-back to original target pixels.
+back to original target pixels. The loop over a dataset's pairs is
+:func:`pipeline_lib.pair_prediction.predict_pairs` with :func:`siamese_keypoint_fn`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from tqdm import tqdm
 
 from ..datasets import ImageRecord, Pair, load_rgb
 from ..features import resize_image
-from ..geometry import points_to_grid, scale_points
+from ..geometry import scale_points
+from ..kernels.sampling import sample_at_pixels
+from ..pair_prediction import ImageKeypointFn
 from .data import pad_square
 
 TOP_K = 25  # Gaur et al. Sec. 6: the query is matched against its K = 25 nearest training images
@@ -26,13 +29,6 @@ TOP_K = 25  # Gaur et al. Sec. 6: the query is matched against its K = 25 neares
 
 def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def sample_flow(flow: torch.Tensor, kps: torch.Tensor) -> torch.Tensor:
-    """Bilinear (H, W, 2) flow at (K, 2) xy pixel points -> (K, 2) (border values outside)."""
-    grid = points_to_grid(kps.to(flow), tuple(flow.shape[:2])).view(1, 1, -1, 2)
-    return F.grid_sample(flow.permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="border",
-                         align_corners=False)[0, :, 0].T
 
 
 @torch.no_grad()
@@ -64,22 +60,15 @@ def predict_keypoints(model: torch.nn.Module, src_img: np.ndarray, trg_img: np.n
         return np.zeros((0, 2))
     flow, src_hw, trg_hw = predict_flow(model, src_img, trg_img, input_size)
     kps = scale_points(src_kps, tuple(src_img.shape[:2]), src_hw)
-    moved = kps + sample_flow(flow.double(), torch.from_numpy(kps)).numpy()
+    flow = flow.double()
+    moved = kps + sample_at_pixels(flow.permute(2, 0, 1), torch.from_numpy(kps), tuple(flow.shape[:2]),
+                                   padding_mode="border").numpy()
     return scale_points(moved, trg_hw, tuple(trg_img.shape[:2]))
 
 
-def predict_pairs(model: torch.nn.Module, pairs: Sequence[Pair], images: Mapping[str, ImageRecord], input_size: int,
-                  progress: bool = True, desc: str = "siamese") -> tuple[dict[str, np.ndarray], float]:
-    """Predictions of every pair in original target pixels (NaN for invalid keypoints) and ms per pair,
-    ready for ``stages.finish_predictions``."""
-    preds = {}
-    t0 = time.perf_counter()
-    for p in tqdm(pairs, desc=desc, unit="pair", disable=not progress):
-        out = np.full(p.trg_kps.shape, np.nan)
-        out[p.valid] = predict_keypoints(model, load_rgb(images[p.src].path), load_rgb(images[p.trg].path),
-                                         p.src_kps[p.valid], input_size=input_size)
-        preds[p.pair_id] = out
-    return preds, 1000.0 * (time.perf_counter() - t0) / max(len(pairs), 1)
+def siamese_keypoint_fn(model: torch.nn.Module, input_size: int) -> ImageKeypointFn:
+    """The network's keypoint transfer on a pair of images (for ``pair_prediction.on_images``)."""
+    return lambda src, trg, kps: predict_keypoints(model, src, trg, kps, input_size=input_size)
 
 
 def global_descriptor(features: torch.Tensor) -> torch.Tensor:
@@ -193,5 +182,5 @@ def predict_by_retrieval(model: torch.nn.Module, pairs: Sequence[Pair], gallery_
     return preds, 1000.0 * (time.perf_counter() - t0) / max(len(pairs), 1)
 
 
-__all__ = ["predict_keypoints", "predict_by_retrieval", "image_keypoints", "image_descriptor", "predict_flow", "predict_pairs", "sample_flow", "retrieve_top_k", "global_descriptor",
+__all__ = ["predict_keypoints", "predict_by_retrieval", "image_keypoints", "image_descriptor", "predict_flow", "siamese_keypoint_fn", "retrieve_top_k", "global_descriptor",
            "transfer_from_neighbours", "TOP_K"]

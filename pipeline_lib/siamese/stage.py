@@ -13,13 +13,17 @@ from typing import Mapping, Sequence
 import torch
 
 from ..backbones import build_backbone, resolve_device
-from ..stage_io import eval_pairs, finish_predictions, learned_from, load_dataset, refuse_seen, write_meta
+from ..pair_prediction import on_images, predict_pairs
+from ..config import plain, section
+from ..protocols import learned_from, refuse_seen
+from ..settings import Settings, SiameseSection
+from ..stage_io import eval_pairs, finish_predictions, load_dataset, write_meta
 from ..training import TrainConfig, fit, load_checkpoint, resumable_settings, save_weights
 from .augment import AugmentConfig
 from .data import PseudoFlowStores, SiamesePairData, batch_factory, demo_flow_provider, grid_flow_provider
 from .loss import batch_loss
 from .model import SiameseFlowNet
-from .predict import predict_by_retrieval, predict_pairs
+from .predict import predict_by_retrieval, siamese_keypoint_fn
 
 log = logging.getLogger(__name__)
 # siamese config keys that shape the network (a checkpoint is rebuilt with the values it was trained with)
@@ -27,43 +31,39 @@ ARCHITECTURE_KEYS = ("fusion", "match_layers", "match_beta", "match_kernel_sigma
                      "match_adapter")
 
 
-def _model(cfg: Mapping, backbone_name: str) -> SiameseFlowNet:
-    sc = cfg["siamese"]
-    backbone = build_backbone(backbone_name, weights_path=cfg["weights"].get(backbone_name))
-    match_layers = None if sc["match_layers"] == "auto" else tuple(sc["match_layers"])
-    return SiameseFlowNet(backbone, freeze_backbone=sc["freeze_backbone"], fusion=sc["fusion"],
-                          skip_target=sc["skip_target"],
-                          match_layers=match_layers, beta=sc["match_beta"],
-                          kernel_sigma_cells=sc["match_kernel_sigma_cells"], match_adapter=sc["match_adapter"])
+def _model(sc: SiameseSection, backbone_name: str, weights_path: str | None) -> SiameseFlowNet:
+    backbone = build_backbone(backbone_name, weights_path=weights_path)
+    match_layers = None if sc.match_layers == "auto" else tuple(sc.match_layers)
+    return SiameseFlowNet(backbone, freeze_backbone=sc.freeze_backbone, fusion=sc.fusion, skip_target=sc.skip_target,
+                          match_layers=match_layers, beta=sc.match_beta, kernel_sigma_cells=sc.match_kernel_sigma_cells,
+                          match_adapter=sc.match_adapter)
 
 
-def augment_config(sc: Mapping) -> AugmentConfig | None:
+def augment_config(sc: SiameseSection) -> AugmentConfig | None:
     """The augmentation of the ``siamese`` config section, or None when it is off."""
-    if not sc["augment"]:
+    if not sc.augment:
         return None
-    return AugmentConfig(rotation_deg=tuple(sc["augment_rotation_deg"]), scale=tuple(sc["augment_scale"]),
-                         apply_to=sc["augment_apply_to"], draw=sc["augment_draw"])
+    return AugmentConfig(rotation_deg=tuple(sc.augment_rotation_deg), scale=tuple(sc.augment_scale),
+                         apply_to=sc.augment_apply_to, draw=sc.augment_draw)
 
 
-def loss_function(sc: Mapping):
+def loss_function(sc: SiameseSection):
     """``loss_fn(model, batch) -> (loss, metrics)`` of the ``siamese`` config section: ``flow_loss_weight`` x the
     truncated Euclidean loss (Gaur et al. Eq. 10; T from ``truncation`` / ``truncation_fraction``, our reading)
     + ``match_loss_weight`` x the matching loss on the correlation (ours; fusion=correlation)."""
-    if sc["match_loss_weight"] and sc["fusion"] != "correlation":
-        raise ValueError(f"siamese.match_loss_weight {sc['match_loss_weight']} needs the correlation of fusion "
-                         f"'correlation', but siamese.fusion is '{sc['fusion']}': set one of them in the config.")
-    if not (sc["flow_loss_weight"] or sc["match_loss_weight"]):
+    if sc.match_loss_weight and sc.fusion != "correlation":
+        raise ValueError(f"siamese.match_loss_weight {sc.match_loss_weight} needs the correlation of fusion "
+                         f"'correlation', but siamese.fusion is '{sc.fusion}': set one of them in the config.")
+    if not (sc.flow_loss_weight or sc.match_loss_weight):
         raise ValueError("siamese.flow_loss_weight and siamese.match_loss_weight are both 0: nothing would train; "
                          "set one of them > 0 in the config.")
-    return partial(batch_loss, truncation=sc["truncation"], truncation_fraction=sc["truncation_fraction"],
-                   flow_weight=sc["flow_loss_weight"], match_weight=sc["match_loss_weight"])
+    return partial(batch_loss, truncation=sc.truncation, truncation_fraction=sc.truncation_fraction,
+                   flow_weight=sc.flow_loss_weight, match_weight=sc.match_loss_weight)
 
 
-def train_config(cfg: Mapping) -> TrainConfig:
-    sc = cfg["siamese"]
-    groups = (("backbone.", sc["encoder_lr"]),) if sc["encoder_lr"] is not None and not sc["freeze_backbone"] else ()
-    return TrainConfig(epochs=sc["epochs"], lr=sc["lr"], batch_size=sc["batch_size"], seed=cfg["seed"],
-                       lr_groups=groups)
+def train_config(sc: SiameseSection, seed: int) -> TrainConfig:
+    groups = (("backbone.", sc.encoder_lr),) if sc.encoder_lr is not None and not sc.freeze_backbone else ()
+    return TrainConfig(epochs=sc.epochs, lr=sc.lr, batch_size=sc.batch_size, seed=seed, lr_groups=groups)
 
 
 def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | Path], out_weights: str | Path,
@@ -71,35 +71,37 @@ def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | P
     """Train on the stored pseudo flow of the training pairs (the make_pseudo_flow stage); checkpoints
     beside ``out_weights`` (resumable). ``out_init``: also save the seeded, untrained network there (the
     ``siamese@init`` baseline), with the same meta as ``out_weights``."""
-    sc = cfg["siamese"]
+    s = Settings(cfg)
+    sc = s.siamese
     index = load_dataset(cfg)
     stores = PseudoFlowStores(pseudo_flow_stores)
     pairs = [p for p in index.pairs if p.split == "train" and p.pair_id in stores]
-    if sc["max_train_pairs"]:
-        pairs = pairs[:sc["max_train_pairs"]]
+    if sc.max_train_pairs:
+        pairs = pairs[:sc.max_train_pairs]
     if not pairs:
         raise ValueError(f"no training pair of dataset {index.name} has a stored pseudo flow; set dataset.split so "
                          f"that the train split is not empty and pseudo_flow.split: train.")
-    if sc["flow_source"] == "exact":
+    if sc.flow_source == "exact":
         provider = demo_flow_provider(index)  # oracle upper bound, demo only
     else:
         provider = grid_flow_provider(stores)
-    data = SiamesePairData(index, pairs, provider, sc["input_size"])
+    data = SiamesePairData(index, pairs, provider, sc.input_size)
     augment = augment_config(sc)
-    tc = train_config(cfg)
-    device = resolve_device(cfg["device"])
-    torch.manual_seed(cfg["seed"])
-    model = _model(cfg, backbone_name)
-    if not sc["flow_loss_weight"]:  # the decoder serves only Eq. 10: it keeps its zero residual, and the
+    tc = train_config(sc, s.seed)
+    device = resolve_device(s.device)
+    torch.manual_seed(s.seed)
+    model = _model(sc, backbone_name, s.weights.get(backbone_name))
+    if not sc.flow_loss_weight:  # the decoder serves only Eq. 10: it keeps its zero residual, and the
         model.decoder.requires_grad_(False)  # logged param_change is that of what trains (the match adapters)
         model.head.requires_grad_(False)
-    meta = {"backbone": backbone_name, "siamese": dict(sc), "train": asdict(tc), "n_pairs": len(pairs),
-            "pseudo_flow": dict(cfg["pseudo_flow"])}
+    meta = {"backbone": backbone_name, "siamese": plain(sc), "train": asdict(tc), "n_pairs": len(pairs),
+            "pseudo_flow": plain(s.pseudo_flow)}
     if out_init is not None:  # seeded construction, before any optimisation step
         save_weights(model, out_init, meta)
     out_dir = Path(out_weights).parent
     result = fit(model, loss_function(sc), batch_factory(data, tc.batch_size, augment), tc, out_dir, device,
-                 extra_fingerprint={"siamese": resumable_settings(sc), "backbone": backbone_name, "n_pairs": len(pairs)},
+                 extra_fingerprint={"siamese": resumable_settings(plain(sc)), "backbone": backbone_name,
+                                    "n_pairs": len(pairs)},
                  desc="siamese")
     save_weights(model, out_weights, meta)
     learned = learned_from(pairs, stores.manifold_images(p.pair_id for p in pairs))
@@ -112,8 +114,9 @@ def load_model(cfg: Mapping, backbone_name: str, weights: str | Path, device) ->
     (ARCHITECTURE_KEYS) come from the checkpoint's meta when it records them, else from ``cfg['siamese']``."""
     state = load_checkpoint(weights)
     trained = state.get("meta", {}).get("siamese", {}) if isinstance(state, dict) else {}
-    sc = {**cfg["siamese"], **{k: trained[k] for k in ARCHITECTURE_KEYS if k in trained}}
-    model = _model({**cfg, "siamese": sc}, backbone_name)
+    s = Settings(cfg)
+    sc = section(SiameseSection, {**plain(s.siamese), **{k: trained[k] for k in ARCHITECTURE_KEYS if k in trained}})
+    model = _model(sc, backbone_name, s.weights.get(backbone_name))
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
@@ -125,15 +128,16 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
     index = load_dataset(cfg)
     _, pairs = eval_pairs(cfg, index)
     refuse_seen(cfg, pairs, weights)
-    sc = cfg["siamese"]
-    device = resolve_device(cfg["device"])
+    s = Settings(cfg)
+    sc = s.siamese
+    device = resolve_device(s.device)
     model = load_model(cfg, backbone_name, weights, device)
     with torch.inference_mode():
-        if sc["retrieval_top_k"]:  # Gaur et al. Sec. 6: top-K training images of the category, then transfer
+        if sc.retrieval_top_k:  # Gaur et al. Sec. 6: top-K training images of the category, then transfer
             gallery = [p for p in index.pairs if p.split == "train"]
-            preds, ms = predict_by_retrieval(model, pairs, gallery, index.images, sc["retrieval_top_k"],
-                                             sc["input_size"])
+            preds, ms = predict_by_retrieval(model, pairs, gallery, index.images, sc.retrieval_top_k, sc.input_size)
         else:
-            preds, ms = predict_pairs(model, pairs, index.images, sc["input_size"])
+            preds, ms = predict_pairs(on_images(siamese_keypoint_fn(model, sc.input_size), index.images), pairs,
+                                      desc="siamese")
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device),
-                       input_size=sc["input_size"], fusion=sc["fusion"], retrieval_top_k=sc["retrieval_top_k"])
+                       input_size=sc.input_size, fusion=sc.fusion, retrieval_top_k=sc.retrieval_top_k)

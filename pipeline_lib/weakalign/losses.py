@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .geometry import affine_grid, composed_grid
+from ..kernels.warps import affine_grid, composed_grid
 from .model import WeakAlignOutput
 
 INLIER_THRESHOLD_FRACTION = 1.0 / 30.0  # Rocco et al. 2018 Sec. 4.1: t = L / 30

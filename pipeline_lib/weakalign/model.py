@@ -13,7 +13,7 @@ Architecture (Rocco et al. 2018 Sec. 3.1 and 4.1, on the CNNGeometric model of R
 4. the source is warped by that affine, its features correlated again with the target's, and a
    second regression CNN gives the 18 TPS parameters (3 x 3 control points) of the remaining
    deformation. The full backward map target -> source is A(TPS(q)) + t
-   (:func:`pipeline_lib.weakalign.geometry.composed_points`).
+   (:func:`pipeline_lib.kernels.warps.composed_points`).
 
 The regression layers need a fixed feature grid, so every input is resized to a square
 ``image_size`` (Rocco et al. Sec. 4.1: 240 x 240) inside :meth:`WeakAlign.forward`; transform
@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import Backbone, build_backbone
-from ..sfnet.model import l2_normalise, layers_by_stride, probe_shapes
-from .geometry import TPS_GRID_SIZE, affine_grid, identity_affine, identity_tps
+from ..backbones import Backbone, build_backbone, check_layers, layers_by_stride, measure_strides, probe_shapes
+from ..kernels.correlation import correlation, l2_normalise
+from ..kernels.warps import affine_grid, identity_affine, identity_tps
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ PAPER_IMAGE_SIZE = 240  # Rocco et al. 2018 Sec. 4.1: inputs resized to 240 x 24
 PAPER_LAYER_STRIDE = 16  # ResNet-101 conv4-23 (Rocco et al. 2018 Sec. 4.1)
 REGRESSION_KERNEL_SIZES = (7, 5)  # CNNGeometric FeatureRegression (Rocco et al. 2017; authors' release)
 REGRESSION_CHANNELS = (128, 64)  # idem
+TPS_GRID_SIZE = 3  # Rocco et al. 2018 Sec. 4.1: TPS with 18 degrees of freedom (3 x 3 control points)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class WeakAlignConfig:
 class WeakAlignOutput:
     """Result of :meth:`WeakAlign.forward` for a feature grid (h, w):
 
-    theta_aff: (B, 6) affine, target -> source (normalised coordinates, see ``geometry``);
+    theta_aff: (B, 6) affine, target -> source (normalised coordinates, see ``kernels.warps``);
     theta_tps: (B, 2 g^2) TPS, target -> affine-warped source; g = 3 gives (B, 18);
     corr_aff: (B, h * w, h, w) normalised correlation source x target (first stage);
     corr_tps: (B, h * w, h, w) normalised correlation affine-warped source x target (second stage).
@@ -100,13 +101,9 @@ def normalised_correlation(src: torch.Tensor, trg: torch.Tensor) -> torch.Tensor
     src: (B, C, h_s, w_s), trg: (B, C, h_t, w_t) -> (B, h_s * w_s, h_t, w_t) with
     s[(i, j), k, l] = relu(<f_s(i, j), f_t(k, l)>) / ||relu(<f_s(., .), f_t(k, l)>)||_2.
     """
-    if src.ndim != 4 or trg.ndim != 4 or src.shape[:2] != trg.shape[:2]:
-        raise ValueError(f"normalised_correlation: need (B, C, h, w) maps with equal B and C, got "
-                         f"{tuple(src.shape)} and {tuple(trg.shape)}")
-    b, c, hs, ws = src.shape
-    ht, wt = trg.shape[-2:]
-    corr = torch.bmm(src.reshape(b, c, hs * ws).transpose(1, 2), trg.reshape(b, c, ht * wt))
-    return l2_normalise(F.relu(corr), dim=1).view(b, hs * ws, ht, wt)
+    corr = correlation(src, trg)
+    b, hs, ws, ht, wt = corr.shape
+    return l2_normalise(F.relu(corr.view(b, hs * ws, ht * wt)), dim=1).view(b, hs * ws, ht, wt)
 
 
 class GeometricRegression(nn.Module):
@@ -152,9 +149,7 @@ class WeakAlign(nn.Module):
                  channels: Sequence[int] = REGRESSION_CHANNELS, tps_grid_size: int = TPS_GRID_SIZE,
                  train_backbone: bool = False):
         super().__init__()
-        if layer not in backbone.layer_names:
-            raise ValueError(f"WeakAlign: unknown layer '{layer}' for backbone {backbone.name}; "
-                             f"available: {list(backbone.layer_names)}")
+        check_layers(backbone, (layer,), "WeakAlign")
         self.backbone = backbone
         self.layer = layer
         self.image_size = int(image_size)
@@ -209,7 +204,7 @@ def build_weakalign(cfg: WeakAlignConfig, backbone: Backbone | str = "efficientn
     Empty ``cfg.layer`` picks the last stride-16 layer (the paper's conv4-23 analogue)."""
     if isinstance(backbone, str):
         backbone = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
-    layer = cfg.layer or layers_by_stride(backbone, (PAPER_LAYER_STRIDE,))[0]
+    layer = cfg.layer or layers_by_stride(measure_strides(backbone), (PAPER_LAYER_STRIDE,))[0]
     model = WeakAlign(backbone, layer, cfg.image_size, cfg.regression_kernel_sizes, cfg.regression_channels,
                       cfg.tps_grid_size, cfg.train_backbone)
     log.info("WeakAlign on %s layer %s, %d px inputs, %s feature grid", backbone.name, layer, cfg.image_size,

@@ -8,7 +8,7 @@ point of A it shows). Two ways to move *source* keypoints into the *target*:
   evaluation (``util/eval_util.py`` moves the points of the image passed as "target" into the one
   passed as "source" with ``tpsPointTnf`` then ``affPointTnf``), applied to our direction;
 - ``"invert"``: run it on (A = source, B = target) and invert T at the keypoints (affine exactly,
-  TPS by Newton's method, :func:`pipeline_lib.weakalign.geometry.inverse_composed_points`).
+  TPS by Newton's method, :func:`pipeline_lib.kernels.warps.inverse_composed_points`).
 
 Keypoints and results are xy pixels of the images as passed in (any sizes; the model resizes them
 internally and its transforms live in normalised coordinates).
@@ -19,8 +19,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..sfnet.predict import Image, KeypointFn, forward_pair
-from .geometry import composed_points, inverse_composed_points, normalised_to_pixels, pixels_to_normalised
+from ..kernels.grids import normalised_to_pixels, pixels_to_normalised
+from ..kernels.warps import composed_points, inverse_composed_points
+from ..pair_prediction import Image, ImageKeypointFn, forward_pair
 from .model import WeakAlign
 
 TRANSFER_MODES = ("swap", "invert")
@@ -59,6 +60,6 @@ def predict_keypoints(model: WeakAlign, src_img: Image, trg_img: Image, src_kps:
     return normalised_to_pixels(out[0], trg_hw).numpy()
 
 
-def weakalign_keypoint_fn(model: WeakAlign, mode: str = "swap") -> KeypointFn:
-    """A keypoint function for :func:`pipeline_lib.sfnet.predict.predict_pairs`."""
+def weakalign_keypoint_fn(model: WeakAlign, mode: str = "swap") -> ImageKeypointFn:
+    """The model's keypoint transfer on a pair of images (for ``pair_prediction.on_images``)."""
     return lambda src, trg, kps: predict_keypoints(model, src, trg, kps, mode)

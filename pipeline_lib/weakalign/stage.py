@@ -21,9 +21,9 @@ import torch
 
 from ..backbones import build_backbone, checkpoint_key, resolve_device
 from ..config import ConfigError, section
-from ..sfnet.predict import predict_pairs
-from ..stage_io import (finish_predictions, learned_from, load_dataset, merge_learned, prediction_inputs, read_learned,
-                        save_trained)
+from ..pair_prediction import on_images, predict_pairs
+from ..protocols import learned_from, merge_learned, read_learned
+from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
 from ..training import TrainConfig, load_checkpoint, resumable_settings, save_weights
 from .model import WeakAlign, build_weakalign
 from .predict import weakalign_keypoint_fn
@@ -140,7 +140,7 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
     name written (``weakalign``, ``cnngeometric``, or their ``@init`` rows: the same path, other weights)."""
     s = settings(cfg)
     index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
-    preds, ms = predict_pairs(weakalign_keypoint_fn(model, s.transfer), index, pairs, desc=method)
+    preds, ms = predict_pairs(on_images(weakalign_keypoint_fn(model, s.transfer), index.images), pairs, desc=method)
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device),
                        image_size=s.model.image_size, layer=model.layer, transfer=s.transfer,
                        weights_sha256=checkpoint_key(weights))

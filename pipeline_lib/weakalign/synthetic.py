@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels.warps import affine_points, identity_affine, identity_tps, tps_points
 from ..training import TrainConfig, TrainResult, fit
-from .geometry import affine_points, identity_affine, identity_tps, tps_points
-from .model import WeakAlign, normalised_correlation
+from .model import TPS_GRID_SIZE, WeakAlign, normalised_correlation
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def random_affine(batch: int, ranges: WarpRanges, generator: torch.Generator) ->
     return torch.stack([scale[:, 0] * c, -scale[:, 1] * s, t[:, 0], scale[:, 2] * s, scale[:, 3] * c, t[:, 1]], 1)
 
 
-def random_tps(batch: int, ranges: WarpRanges, generator: torch.Generator, grid_size: int = 3) -> torch.Tensor:
+def random_tps(batch: int, ranges: WarpRanges, generator: torch.Generator,
+               grid_size: int = TPS_GRID_SIZE) -> torch.Tensor:
     """(B, 2 g^2) random TPS parameters: identity control points + U(-jitter, jitter)."""
     ident = identity_tps(batch, grid_size)
     return ident + _uniform(tuple(ident.shape), ranges.tps_jitter, generator)
@@ -199,7 +200,7 @@ class SyntheticBatch:
 
 
 def make_batches(images: torch.Tensor, batch_size: int, ranges: WarpRanges = WarpRanges(),
-                 tps_grid_size: int = 3) -> Callable[[int, torch.Generator], Iterator[SyntheticBatch]]:
+                 tps_grid_size: int = TPS_GRID_SIZE) -> Callable[[int, torch.Generator], Iterator[SyntheticBatch]]:
     """Batches factory for :func:`training.fit`: every epoch each image once (shuffled), each giving one
     affine and one TPS pair with fresh random parameters (CPU tensors)."""
     if batch_size < 1:
@@ -234,7 +235,7 @@ def make_loss_fn(grid_size: int = GRID_LOSS_POINTS) -> Callable[[nn.Module, Synt
     return loss_fn
 
 
-def identity_grid_loss(images: torch.Tensor, ranges: WarpRanges, seed: int = 0, tps_grid_size: int = 3,
+def identity_grid_loss(images: torch.Tensor, ranges: WarpRanges, seed: int = 0, tps_grid_size: int = TPS_GRID_SIZE,
                        grid_size: int = GRID_LOSS_POINTS) -> dict[str, float]:
     """Grid loss of always predicting the identity on random transforms (the floor a trained model
     must beat): {"affine": ..., "tps": ...}."""

@@ -9,7 +9,7 @@ from pipeline_lib.config import validate_config
 from pipeline_lib.datasets import DatasetError, DatasetIndex, ImageRecord, Pair, keep_categories
 from pipeline_lib.datasets.pairs import assign_category_fold_split, category_folds
 from pipeline_lib.evaluation.summary import pool_folds
-from pipeline_lib.stage_io import SeenError, fold_names, fold_view, learned_from, merge_learned, refuse_seen
+from pipeline_lib.protocols import SeenError, fold_names, fold_view, learned_from, merge_learned, refuse_seen
 
 CATS = [f"c{i}" for i in range(7)]
 

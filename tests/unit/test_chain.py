@@ -9,11 +9,15 @@ import pytest
 import torch
 import yaml
 
-from pipeline_lib import chain, stages
 from pipeline_lib.backbones import BackboneError, build_backbone, build_from_checkpoint, checkpoint_key
 from pipeline_lib.config import load_config
 from pipeline_lib.datasets import load_rgb
-from pipeline_lib.features import FeatureStore, resize_image
+from pipeline_lib.datasets.stage import generate_demo
+from pipeline_lib.features import FeatureStore, StaleFeaturesError, open_encoder_store, resize_image, store_key
+from pipeline_lib.features.stage import extract_encoder
+from pipeline_lib.hpf.stage import search_layers
+from pipeline_lib.methods.stage import predict
+from pipeline_lib.stage_io import dataset_root, load_dataset
 from pipeline_lib.siamese.model import SiameseFlowNet
 from pipeline_lib.training import save_weights
 
@@ -117,24 +121,24 @@ def cfg(tmp_path_factory):
         "demo": {"photos": ["rocket"], "images_per_category": 3, "image_size": 64},
         "image": {"longer_side": 64}, "hpf": {"max_layers": 1, "beam_width": 1}}))
     c = load_config(path)
-    stages.generate_demo(c, stages.dataset_root(c))
+    generate_demo(c, dataset_root(c))
     return c
 
 
 @pytest.fixture(scope="module")
 def encoder_store(cfg, ckpt):
     out = Path(cfg["results_dir"]) / "chain" / "features.zarr"
-    stages.extract_encoder(cfg, ckpt["a"], out)
+    extract_encoder(cfg, ckpt["a"], out)
     return out
 
 
 def test_encoder_store_carries_the_key_and_the_encoder_features(cfg, ckpt, encoder_store):
     out = encoder_store
-    store = chain.open_encoder_store(out, ckpt["a"])
+    store = open_encoder_store(out, ckpt["a"])
     assert store.attrs["checkpoint"] == {"path": str(ckpt["a"]), "sha256": checkpoint_key(ckpt["a"])}
     assert store.attrs["backbone"] == f"siamese_{BASE}"
     image_id = store.image_ids[0]
-    rec = stages.load_dataset(cfg).images[image_id]
+    rec = load_dataset(cfg).images[image_id]
     with torch.inference_mode():
         want = ckpt["model_a"].backbone(resize_image(load_rgb(rec.path), 64)[None])
     layer = store.attrs["default_layer"]
@@ -144,28 +148,28 @@ def test_encoder_store_carries_the_key_and_the_encoder_features(cfg, ckpt, encod
 def test_stale_store_and_stale_search_are_refused(cfg, ckpt, encoder_store, tmp_path):
     out = encoder_store
     key_a, key_b = checkpoint_key(ckpt["a"]), checkpoint_key(ckpt["b"])
-    with pytest.raises(chain.StaleFeaturesError, match=f"{out} was made from checkpoint key '{key_a}'.*{key_b}"):
-        chain.open_encoder_store(out, ckpt["b"])
-    with pytest.raises(chain.StaleFeaturesError):
-        stages.search_layers(cfg, out, tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "s.png",
+    with pytest.raises(StaleFeaturesError, match=f"{out} was made from checkpoint key '{key_a}'.*{key_b}"):
+        open_encoder_store(out, ckpt["b"])
+    with pytest.raises(StaleFeaturesError):
+        search_layers(cfg, out, tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "s.png",
                              checkpoint=ckpt["b"])
     assert not (tmp_path / "s.json").exists()
     # A search record of the right store passes; one made from another checkpoint is refused by predict.
-    stages.search_layers(cfg, out, tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "s.png", checkpoint=ckpt["a"])
+    search_layers(cfg, out, tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "s.png", checkpoint=ckpt["a"])
     record = json.loads((tmp_path / "s.json").read_text())
     assert record["checkpoint_sha256"] == key_a and record["backbone"] == f"siamese_{BASE}"
-    stages.predict(cfg, "gaur_hpf", out, tmp_path / "p.csv", tmp_path / "p.json", search_json=tmp_path / "s.json",
+    predict(cfg, "gaur_hpf", out, tmp_path / "p.csv", tmp_path / "p.json", search_json=tmp_path / "s.json",
                    checkpoint=ckpt["a"])
     meta = json.loads((tmp_path / "p.json").read_text())
     assert meta["method"] == "gaur_hpf" and meta["params"]["checkpoint_sha256"] == key_a
     assert meta["params"]["layers"] == record["best_layers"] and meta["params"]["matcher"] == "rhm"
     stale = tmp_path / "stale.json"
     stale.write_text(json.dumps({**record, "checkpoint_sha256": key_b}))
-    with pytest.raises(chain.StaleFeaturesError, match=f"{stale} was made from checkpoint key '{key_b}'"):
-        stages.predict(cfg, "gaur_hpf", out, tmp_path / "q.csv", tmp_path / "q.json", search_json=stale,
+    with pytest.raises(StaleFeaturesError, match=f"{stale} was made from checkpoint key '{key_b}'"):
+        predict(cfg, "gaur_hpf", out, tmp_path / "q.csv", tmp_path / "q.json", search_json=stale,
                        checkpoint=ckpt["a"])
     with pytest.raises(ValueError, match="give its checkpoint"):
-        stages.predict(cfg, "gaur_hpf", out, tmp_path / "q.csv", tmp_path / "q.json", search_json=tmp_path / "s.json")
+        predict(cfg, "gaur_hpf", out, tmp_path / "q.csv", tmp_path / "q.json", search_json=tmp_path / "s.json")
     assert not (tmp_path / "q.csv").exists()
 
 
@@ -174,9 +178,9 @@ def test_an_imagenet_store_is_not_an_encoder_store(tmp_path, ckpt):
 
     root = zarr.open_group(str(tmp_path / "imagenet.zarr"), mode="w")
     root.attrs.update({"image_ids": [], "layers": [], "backbone": BASE})
-    assert chain.store_key(FeatureStore(tmp_path / "imagenet.zarr")) is None
-    with pytest.raises(chain.StaleFeaturesError, match="checkpoint key None"):
-        chain.open_encoder_store(tmp_path / "imagenet.zarr", ckpt["a"])
+    assert store_key(FeatureStore(tmp_path / "imagenet.zarr")) is None
+    with pytest.raises(StaleFeaturesError, match="checkpoint key None"):
+        open_encoder_store(tmp_path / "imagenet.zarr", ckpt["a"])
 
 
 def test_the_chain_starts_from_the_imagenet_encoder(tmp_path):

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from pipeline_lib.backbones import build_backbone
 from pipeline_lib.config import ConfigError, validate_config
+from pipeline_lib.kernels.warps import identity_affine, identity_tps
 from pipeline_lib.training import TrainConfig, fit, save_weights
-from pipeline_lib.weakalign import WeakAlignConfig, build_weakalign, identity_affine, identity_tps
+from pipeline_lib.weakalign import TPS_GRID_SIZE, WeakAlignConfig, build_weakalign
 from pipeline_lib.weakalign import stage
 from pipeline_lib.weakalign.synthetic import (AFFINE_ROTATION_MAX_DEG, AFFINE_SCALE_JITTER, AFFINE_TRANSLATION_MAX,
                                               TPS_JITTER, WarpRanges, grid_loss, make_batches, make_loss_fn,
@@ -69,7 +70,7 @@ def test_random_parameters_lie_in_the_configured_ranges():
     diag = scaled[:, [0, 4]]
     assert diag.min() >= 0.5 and diag.max() <= 1.5 and scaled[:, [1, 3]].abs().max() == 0
     tps = random_tps(2000, r, g)
-    jitter = (tps - identity_tps(2000)).abs()
+    jitter = (tps - identity_tps(2000, TPS_GRID_SIZE)).abs()
     assert jitter.max() <= 0.25 and jitter.max() > 0.24
 
 
@@ -89,7 +90,7 @@ def test_synthetic_pair_target_shows_the_source_at_the_known_backward_map():
     theta[:, 2] = 2.0 / 48
     src, trg = synthetic_pair(img, "affine", theta, crop_factor=1.0)
     assert torch.allclose(trg[..., :-1], src[..., 1:], atol=1e-5)
-    src_t, trg_t = synthetic_pair(img, "tps", identity_tps(2), crop_factor=0.5)
+    src_t, trg_t = synthetic_pair(img, "tps", identity_tps(2, TPS_GRID_SIZE), crop_factor=0.5)
     assert torch.allclose(src_t, trg_t, atol=1e-5)
 
 
@@ -132,7 +133,8 @@ def test_each_head_regresses_from_the_direct_correlation(backbone):
     img = smooth_images(2)
     with torch.no_grad():
         th_aff, th_tps = regress_pair(model, img, img)
-    assert torch.equal(th_aff, identity_affine(2)) and torch.equal(th_tps, identity_tps(2))  # zero-initialised heads
+    # zero-initialised heads
+    assert torch.equal(th_aff, identity_affine(2)) and torch.equal(th_tps, identity_tps(2, TPS_GRID_SIZE))
 
 
 def test_weakalign_loads_the_cnngeometric_weights_exactly(backbone, tmp_path):
@@ -162,11 +164,11 @@ TINY = {"dataset": {"name": "tiny_cg", "kind": "demo", "split": {"mode": "given"
 
 @pytest.fixture(scope="module")
 def tiny_cfg(tmp_path_factory):
-    from pipeline_lib import stages
+    from pipeline_lib.datasets.stage import generate_demo
     from pipeline_lib.stage_io import dataset_root
 
     cfg = validate_config({**TINY, "results_dir": str(tmp_path_factory.mktemp("cg") / "results")})
-    stages.generate_demo(cfg, dataset_root(cfg))
+    generate_demo(cfg, dataset_root(cfg))
     return cfg
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from pipeline_lib.datasets import demo, open_dataset
+from pipeline_lib.settings import DemoSection
 
-TINY = demo.DemoConfig(photos=("chelsea", "coffee"), images_per_category=3, image_size=72, n_keypoints=6)
+TINY = DemoSection(photos=("chelsea", "coffee"), images_per_category=3, image_size=72, n_keypoints=6)
 
 
 @pytest.fixture(scope="module")

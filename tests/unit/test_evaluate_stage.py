@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from pipeline_lib import stages
+from pipeline_lib.evaluation import stage as evaluation_stage
 from pipeline_lib.config import validate_config
 from pipeline_lib.datasets import demo
 from pipeline_lib.evaluation.predictions import write_predictions
 from pipeline_lib.stage_io import eval_pairs, load_dataset
+from pipeline_lib.settings import DemoSection
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,8 @@ def demo_cfg(tmp_path_factory):
                            "demo": {"photos": ["chelsea", "coffee"], "images_per_category": 3, "image_size": 96,
                                     "n_keypoints": 6},
                            "image": {"longer_side": 96}})
-    demo.generate(results / "demo" / "data", demo.DemoConfig(photos=("chelsea", "coffee"), images_per_category=3,
-                                                             image_size=96, n_keypoints=6), seed=0)
+    demo.generate(results / "demo" / "data", DemoSection(photos=("chelsea", "coffee"), images_per_category=3,
+                                                         image_size=96, n_keypoints=6), seed=0)
     return cfg
 
 
@@ -42,7 +43,7 @@ def test_every_method_scored_against_the_truth_and_side_by_side(demo_cfg, tmp_pa
     per_pair = [tmp_path / m / "pck_per_pair.csv" for m in methods]
     summaries = [tmp_path / m / "pck_summary.csv" for m in methods]
     table = tmp_path / "pck_summary.csv"
-    stages.evaluate_and_aggregate(demo_cfg, methods, "efficientnet_lite0", [i[0] for i in inputs],
+    evaluation_stage.evaluate_and_aggregate(demo_cfg, methods, "efficientnet_lite0", [i[0] for i in inputs],
                                   [i[1] for i in inputs], per_pair, summaries, table, tmp_path / "t.md",
                                   tmp_path / "t.png", tmp_path / "t.html")
     rows = [r for r in csv.DictReader(table.open()) if r["category"] == "all"]
@@ -61,6 +62,6 @@ def test_a_missing_pair_or_a_mismatched_list_is_an_error(demo_cfg, tmp_path):
     pred, meta = _write(tmp_path, "partial", partial)
     out = [tmp_path / "a.csv"], [tmp_path / "b.csv"]
     with pytest.raises(KeyError, match=pairs[0].pair_id.replace(">", ".")):
-        stages.evaluate(demo_cfg, ["partial"], "b", [pred], [meta], *out)
+        evaluation_stage.evaluate(demo_cfg, ["partial"], "b", [pred], [meta], *out)
     with pytest.raises(ValueError, match="2 methods"):
-        stages.evaluate(demo_cfg, ["partial", "other"], "b", [pred], [meta], *out)
+        evaluation_stage.evaluate(demo_cfg, ["partial", "other"], "b", [pred], [meta], *out)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pipeline_lib.backbones import LayerInfo, build_backbone
-from pipeline_lib.fcss.model import FCSS, FCSSConfig, build_fcss, layers_by_stride, measure_strides
+from pipeline_lib.backbones import LayerInfo, build_backbone, layers_by_stride, measure_strides
+from pipeline_lib.fcss.model import FCSS, PAPER_LAYER_STRIDES, FCSSConfig, build_fcss
 
 # VGG-19 up to conv3-4 (the paper's network): strides of the conv stages, pooling joined to the next stage
 VGG19_TABLE = [LayerInfo(n, 0, s, 0) for n, s in (
@@ -21,8 +21,9 @@ def lite0():
 
 
 def test_layers_by_stride_reproduces_the_paper_on_vgg19():
-    assert layers_by_stride(VGG19_TABLE) == ("conv2_2", "conv3_2", "conv3_4")
-    assert layers_by_stride(VGG19_TABLE[:7]) == ("conv2_2", "conv3_2", "conv3_3")  # VGG-16 has no conv3_4
+    assert layers_by_stride(VGG19_TABLE, PAPER_LAYER_STRIDES) == ("conv2_2", "conv3_2", "conv3_4")
+    # VGG-16 has no conv3_4
+    assert layers_by_stride(VGG19_TABLE[:7], PAPER_LAYER_STRIDES) == ("conv2_2", "conv3_2", "conv3_3")
 
 
 def test_layers_by_stride_on_lite0_and_too_few_layers(lite0):
@@ -30,10 +31,10 @@ def test_layers_by_stride_on_lite0_and_too_few_layers(lite0):
     # EfficientNet-Lite0: stem and block00 at stride 2, then 2, 2, 6 and 5 blocks at strides 4, 8, 16, 32
     expected = [2.0] * 2 + [4.0] * 2 + [8.0] * 2 + [16.0] * 6 + [32.0] * 5
     assert list(strides) == list(lite0.layer_names) and list(strides.values()) == expected
-    assert layers_by_stride(strides) == LITE0_LAYERS
+    assert layers_by_stride(strides, PAPER_LAYER_STRIDES) == LITE0_LAYERS
     assert build_fcss(FCSSConfig(n_patterns=4), lite0).layers == LITE0_LAYERS  # empty layers = by stride
     with pytest.raises(ValueError, match="stride 4"):
-        layers_by_stride(VGG19_TABLE[:4])
+        layers_by_stride(VGG19_TABLE[:4], PAPER_LAYER_STRIDES)
 
 
 @pytest.mark.parametrize("hw, map_hw", [((64, 64), (32, 32)), ((72, 96), (36, 48))])

@@ -8,8 +8,9 @@ from PIL import Image
 from pipeline_lib.backbones import build_backbone
 from pipeline_lib.datasets.base import ImageRecord, Pair
 from pipeline_lib.fcss.model import FCSSConfig, build_fcss
-from pipeline_lib.fcss.predict import describe, predict_keypoints, predict_pairs
-from pipeline_lib.geometry import cell_centres
+from pipeline_lib.fcss.predict import DescriptorFrame, describe, predict_keypoints
+from pipeline_lib.kernels.grids import cell_centres
+from pipeline_lib.pair_prediction import predict_pairs
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def test_predict_pairs_returns_original_pixels_and_nan_for_invalid(model, tmp_pa
     images = {"c/a": ImageRecord("c/a", tmp_path / "a.png", "c", 60, 80)}
     kps = np.array([[10.0, 12.0], [50.0, 30.0], [np.nan, np.nan]])
     pair = Pair("c/a->c/a", "c", "c/a", "c/a", kps, kps, np.array([True, True, False]))
-    preds, ms = predict_pairs(model, [pair], images, longer_side=40)
+    frame = DescriptorFrame(model, images, longer_side=40)
+    preds, ms = predict_pairs(frame, [pair], frame, progress=False)
     out = preds["c/a->c/a"]
     assert out.shape == (3, 2) and np.isnan(out[2]).all() and ms > 0
     # self-match at 40 px: a keypoint's descriptor is a blend of its 4 surrounding cells (stride 2),

@@ -84,7 +84,7 @@ def test_schema_default_and_section_key():
 
 @pytest.mark.slow
 def test_train_stage_saves_the_untrained_model_as_init(tmp_path):
-    from pipeline_lib import stages
+    from pipeline_lib.datasets.stage import generate_demo
     from pipeline_lib.stage_io import dataset_root
 
     cfg = validate_config({"dataset": {"name": "tiny_fcss", "kind": "demo", "split": {"mode": "given"}},
@@ -92,7 +92,7 @@ def test_train_stage_saves_the_untrained_model_as_init(tmp_path):
                            "image": {"longer_side": 64}, "device": "cpu", "results_dir": str(tmp_path / "r"),
                            "fcss": {"n_patterns": 8, "epochs": 1, "batch_size": 3, "layers": ["block01", "block02"],
                                     "train": {"longer_side": 48, "n_samples": 64}}})
-    stages.generate_demo(cfg, dataset_root(cfg))
+    generate_demo(cfg, dataset_root(cfg))
     stage.train(cfg, "efficientnet_lite0", tmp_path / "fcss" / "model.pt", out_init=tmp_path / "fcss" / "init.pt")
     untrained = stage.build(cfg, "efficientnet_lite0").state_dict()
     init = torch.load(tmp_path / "fcss" / "init.pt", weights_only=False)["model"]

@@ -1,19 +1,23 @@
 """Backbone registry, the Zarr feature store and its atomic write."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from pipeline_lib import features as features_mod
 from pipeline_lib.backbones import BackboneError, build_backbone, describe_layers, resolve_device
-from pipeline_lib.datasets import demo, open_dataset
-from pipeline_lib.features import FeatureStore, extract_features
+from pipeline_lib.datasets import demo, load_rgb, open_dataset
+from pipeline_lib.features import FeatureStore, extract_features, resize_image
+from pipeline_lib.settings import DemoSection
+
+EXTRACTION = sys.modules[extract_features.__module__]  # the module whose load_rgb the extraction reads images with
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("feat") / "data"
-    demo.generate(root, demo.DemoConfig(photos=("rocket",), images_per_category=3, image_size=64), seed=1)
+    demo.generate(root, DemoSection(photos=("rocket",), images_per_category=3, image_size=64), seed=1)
     return open_dataset("demo", root, split_mode="given")
 
 
@@ -64,7 +68,7 @@ def test_store_round_trip_matches_a_direct_forward(tiny, lite0, tmp_path):
     key = store.image_ids[1]
     feats = store.get(key, ["block10", "stem"])
     with torch.inference_mode():
-        img = features_mod.resize_image(features_mod.load_rgb(tiny.images[key].path), 64)
+        img = resize_image(load_rgb(tiny.images[key].path), 64)
         direct = lite0(img[None])["block10"][0].numpy()
     np.testing.assert_allclose(feats["block10"], direct, rtol=1e-4, atol=1e-4)  # batched vs single BLAS
     assert feats["stem"].shape == (32, 32, 32)
@@ -75,7 +79,7 @@ def test_store_round_trip_matches_a_direct_forward(tiny, lite0, tmp_path):
 
 def test_killed_extraction_leaves_no_store(tiny, lite0, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = features_mod.load_rgb
+    real = load_rgb
 
     def dying(path):
         calls["n"] += 1
@@ -83,7 +87,7 @@ def test_killed_extraction_leaves_no_store(tiny, lite0, tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed")
         return real(path)
 
-    monkeypatch.setattr(features_mod, "load_rgb", dying)
+    monkeypatch.setattr(EXTRACTION, "load_rgb", dying)
     out = tmp_path / "features.zarr"
     with pytest.raises(KeyboardInterrupt):
         extract_features(tiny, lite0, out, 64, 1, torch.device("cpu"))

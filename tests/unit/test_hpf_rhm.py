@@ -3,13 +3,10 @@
 import pytest
 import torch
 
-from pipeline_lib.geometry import cell_centres
 from pipeline_lib.hpf import (
     appearance_similarity,
     assign,
     build_hough_space,
-    build_hyperpixels,
-    flatten_hyperpixels,
     hough_kernel,
     hough_votes,
     nn_match,
@@ -17,6 +14,8 @@ from pipeline_lib.hpf import (
     rhm,
     rhm_scores,
 )
+from pipeline_lib.kernels.grids import cell_centres
+from pipeline_lib.kernels.hyperpixels import build_hyperpixels, flatten_hyperpixels
 
 GRID = 10  # cells per side
 STRIDE = 8  # px per cell

@@ -1,17 +1,16 @@
-"""Hyperpixel Flow on a feature store: matcher, search space, config parity, split guard."""
-
-from dataclasses import fields
+"""Hyperpixel Flow on a feature store: matcher, search space, split guard."""
 
 import numpy as np
 import pytest
 import torch
 import zarr
 
-from pipeline_lib.config import load_schema, validate_config
+from pipeline_lib.config import validate_config
 from pipeline_lib.features import FeatureStore
 from pipeline_lib.hpf.matcher import HyperpixelMatcher, MatchParams
 from pipeline_lib.hpf.search import search_space
-from pipeline_lib.hpf.stage import HPFConfig, search
+from pipeline_lib.hpf.stage import search
+from pipeline_lib.settings import DemoSection
 
 SIDE, GRID = 64, 16  # 4 px per cell on the base layer
 
@@ -56,21 +55,14 @@ def test_search_space_restricts_base_layers_by_stride():
         search_space(layers, 64, 128)
 
 
-def test_hpf_config_defaults_match_the_schema():
-    props = load_schema()["properties"]["hpf"]["properties"]
-    assert {f.name for f in fields(HPFConfig)} == set(props)
-    for f in fields(HPFConfig):
-        assert f.default == props[f.name]["default"], f.name
-
-
 def test_search_refuses_to_look_at_test_pairs(tmp_path):
     cfg = validate_config({"dataset": {"kind": "demo", "name": "x", "split": {"mode": "given"}},
                            "results_dir": str(tmp_path),
                            "hpf": {"search_split": "val"}, "evaluation": {"split": "all"}})
     from pipeline_lib.datasets import demo
 
-    demo.generate(tmp_path / "x" / "data", demo.DemoConfig(photos=("coffee",), images_per_category=3,
-                                                          image_size=64), seed=0)
+    demo.generate(tmp_path / "x" / "data", DemoSection(photos=("coffee",), images_per_category=3,
+                                                       image_size=64), seed=0)
     with pytest.raises(ValueError, match="overlaps the evaluation split"):
         search(cfg, tmp_path / "none.zarr", tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "s.png",
                torch.device("cpu"))
@@ -79,7 +71,8 @@ def test_search_refuses_to_look_at_test_pairs(tmp_path):
 def test_predictor_refuses_a_search_record_of_other_features(tmp_path):
     import json
 
-    from pipeline_lib.hpf.stage import SAME_AS, predictor
+    from pipeline_lib.hpf.stage import predictor
+    from pipeline_lib.methods.registry import method as registry_entry
 
     rng = np.random.default_rng(0)
     store = write_store(tmp_path / "f.zarr", {"a": [rng.normal(size=(8, GRID, GRID)),
@@ -88,9 +81,13 @@ def test_predictor_refuses_a_search_record_of_other_features(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"layer_names": ["L0", "L1"], "best_layers": ["L0", "L1"], "best_single_rhm": ["L0"],
                                 "best_nn_layer": "L1"}))
-    for method in ("hpf", *SAME_AS):  # gaur_hpf is hpf on another store
-        _, params = predictor(method, cfg, store, good, torch.device("cpu"))
+    for method in ("hpf", "gaur_hpf"):  # gaur_hpf runs as hpf on another store
+        _, params = predictor(registry_entry(method).variant, cfg, store, good, torch.device("cpu"))
         assert params == {"layers": ["L0", "L1"], "matcher": "rhm"}
+    _, params = predictor("hpf_single", cfg, store, good, torch.device("cpu"))
+    assert params == {"layers": ["L0"], "matcher": "rhm"}
+    with pytest.raises(ValueError, match="unknown Hyperpixel Flow variant 'gaur_hpf'; known: nn_best_layer, hpf"):
+        predictor("gaur_hpf", cfg, store, good, torch.device("cpu"))
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"layer_names": ["block04"], "best_layers": ["block04"],
                                  "best_single_rhm": ["block04"], "best_nn_layer": "block04"}))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline_lib.geometry import cell_centres
+from pipeline_lib.kernels.grids import cell_centres
 from pipeline_lib.hpf import transfer_keypoints
 
 # 2x2 cells over a 16x16 image, centres at x, y in {3.5, 11.5} (package pixel-centre convention)

@@ -1,9 +1,13 @@
-"""The library's import graph: no cycle (module-level or function-local imports alike)."""
+"""The library's import graph: no cycle (module-level or function-local imports alike); no paper package imports
+another (Gaur et al.'s stages only their predecessors); the shared kernels import no paper."""
 
 import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "pipeline_lib"
+# One package per paper; Gaur et al.'s pipeline is three of them, in the order its stages run.
+PAPERS = ("hpf", "sfnet", "weakalign", "fcss", "manifold", "pseudo_flow", "siamese")
+GAUR_CHAIN = ("manifold", "pseudo_flow", "siamese")
 
 
 def module_name(path: Path) -> str:
@@ -73,10 +77,22 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def test_the_graph_sees_relative_and_function_local_imports():
+def test_the_graph_sees_relative_and_type_checking_imports():
     g = import_graph()
-    assert "pipeline_lib.stage_io" in g["pipeline_lib.stages"]
+    assert "pipeline_lib.stage_io" in g["pipeline_lib.methods.stage"]
     assert "pipeline_lib.training" in g["pipeline_lib.stage_io"]
+    assert "pipeline_lib.manifold.kfd" in g["pipeline_lib.manifold"]  # under `if TYPE_CHECKING:`
+
+
+def test_no_function_local_import_of_the_library():
+    """A function-local import of our own modules is how a cycle hides: there is none."""
+    local = []
+    for path in sorted(PKG.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                local += [f"{path.name}:{n.lineno}" for n in ast.walk(fn)
+                          if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("pipeline_lib"))]
+    assert local == []
 
 
 def test_a_planted_cycle_is_found():
@@ -87,7 +103,63 @@ def test_no_import_cycle_in_the_library():
     assert cycles(import_graph()) == []
 
 
-def test_the_stage_ground_floor_imports_no_paper():
-    papers = {"hpf", "manifold", "siamese", "sfnet", "weakalign", "fcss", "chain", "pseudo_gt", "stages"}
-    bad = [m for m in import_graph()["pipeline_lib.stage_io"] if m.split(".")[1] in papers]
-    assert bad == []
+# The shared library every paper builds on: none of it may import a paper (or the stages above the papers).
+GROUND_FLOOR = ("stage_io", "protocols", "config", "atomic", "provenance", "training", "pair_prediction", "backbones",
+                "geometry", "kernels", "datasets", "features", "evaluation")
+ABOVE_PAPERS = ("methods.stage", "datasets.stage", "features.stage", "evaluation.stage")
+
+
+def test_the_ground_floor_imports_no_paper_and_no_stage():
+    graph = import_graph()
+    for module, deps in graph.items():
+        rest = module.removeprefix("pipeline_lib.")
+        if rest.split(".")[0] not in GROUND_FLOOR or rest in ABOVE_PAPERS:
+            continue
+        bad = [d for d in deps if d.split(".")[1] in PAPERS or d.removeprefix("pipeline_lib.") in ABOVE_PAPERS]
+        assert bad == [], (module, bad)
+
+
+def paper_of(module: str) -> str | None:
+    """The paper package a module belongs to (None for the shared library)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in PAPERS else None
+
+
+def cross_paper_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) for every import of one paper package by another, except a stage of Gaur et al.'s
+    chain importing an earlier stage."""
+    bad = []
+    for module, deps in graph.items():
+        src = paper_of(module)
+        for dep in deps:
+            dst = paper_of(dep)
+            if src is None or dst is None or src == dst:
+                continue
+            if src in GAUR_CHAIN and dst in GAUR_CHAIN and GAUR_CHAIN.index(dst) < GAUR_CHAIN.index(src):
+                continue
+            bad.append((module, dep))
+    return sorted(bad)
+
+
+def test_a_planted_cross_paper_import_is_found():
+    graph = {"pipeline_lib.siamese.model": {"pipeline_lib.sfnet.model", "pipeline_lib.kernels.correlation"},
+             "pipeline_lib.siamese.data": {"pipeline_lib.pseudo_flow", "pipeline_lib.manifold.stage"},  # in order
+             "pipeline_lib.pseudo_flow.stage": {"pipeline_lib.manifold.stage", "pipeline_lib.siamese.data"},
+             "pipeline_lib.hpf.matcher": {"pipeline_lib.hpf.rhm", "pipeline_lib.methods"},
+             "pipeline_lib.methods.stage": {"pipeline_lib.hpf.stage", "pipeline_lib.sfnet"}}  # not a paper: may
+    assert cross_paper_imports(graph) == [("pipeline_lib.pseudo_flow.stage", "pipeline_lib.siamese.data"),
+                                          ("pipeline_lib.siamese.model", "pipeline_lib.sfnet.model")]
+
+
+def test_no_paper_package_imports_another():
+    graph = import_graph()
+    assert {m.split(".")[1] for m in graph if paper_of(m)} == set(PAPERS)  # every paper package is seen
+    assert cross_paper_imports(graph) == []
+
+
+def test_the_kernels_import_nothing_but_kernels():
+    graph = import_graph()
+    kernels = [m for m in graph if m.startswith("pipeline_lib.kernels")]
+    assert len(kernels) > 1
+    assert {m: sorted(d for d in graph[m] if not d.startswith("pipeline_lib.kernels")) for m in kernels} == \
+        {m: [] for m in kernels}

@@ -1,7 +1,7 @@
 """Algorithm 1 on real features of the generated demo: it converges and records what the next stage needs."""
 
 from pipeline_lib.manifold.measures import keypoint_part_ami
-from pipeline_lib.manifold.refine import ManifoldConfig, run_manifold
+from pipeline_lib.manifold.algorithm1 import ManifoldConfig, run_manifold
 from pipeline_lib.manifold.stage import category_images, grid_features, image_keypoints, keypoint_cells
 
 GRID = 12

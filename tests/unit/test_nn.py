@@ -1,8 +1,10 @@
 import numpy as np
 import torch
 
-from pipeline_lib.geometry import cell_centres, scale_points
-from pipeline_lib.methods.nn import nn_transfer, sample_descriptors
+from pipeline_lib.geometry import scale_points
+from pipeline_lib.kernels.grids import cell_centres
+from pipeline_lib.kernels.sampling import sample_at_pixels
+from pipeline_lib.methods.nn import nn_transfer
 
 
 def test_pure_translation_gives_that_flow():
@@ -18,7 +20,7 @@ def test_pure_translation_gives_that_flow():
 def test_descriptors_at_cell_centres_are_the_cells_features():
     feat = torch.randn(5, 4, 6)
     centres = cell_centres(4, 6, (40, 60))
-    torch.testing.assert_close(sample_descriptors(feat, centres, (40, 60)), feat.reshape(5, -1).T)
+    torch.testing.assert_close(sample_at_pixels(feat, centres, (40, 60)), feat.reshape(5, -1).T)
 
 
 def test_empty_keypoints():

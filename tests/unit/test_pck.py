@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline_lib.config import EvalConfig
+from pipeline_lib.settings import EvaluationSection
 from pipeline_lib.datasets.base import ImageRecord, Pair
 from pipeline_lib.evaluation import evaluate_predictions, pck_counts, pck_threshold, summarise
 
@@ -38,7 +38,7 @@ def test_per_pair_and_per_keypoint_averages_differ_as_computed_by_hand():
              Pair("p2", "c", "b", "c", kps4, kps4, np.ones(4, bool))]
     preds = {"p1": kps2 + [[0, 0], [20, 0]],  # 1 of 2 correct at alpha 0.1 (5 px)
              "p2": kps4}  # 4 of 4
-    rows = evaluate_predictions("m", pairs, images, preds, EvalConfig(alphas=(0.1,)))
+    rows = evaluate_predictions("m", pairs, images, preds, EvaluationSection(alphas=(0.1,)))
     (cat, overall) = summarise(rows)
     assert overall["category"] == "all" and cat["category"] == "c"
     assert overall["pck_per_pair"] == pytest.approx(75.0)  # mean(50, 100)
@@ -50,4 +50,4 @@ def test_missing_prediction_is_an_error():
     images = {k: ImageRecord(k, None, "c", 10, 10) for k in "ab"}
     pair = Pair("p1", "c", "a", "b", np.ones((2, 2)), np.array([[1, 1], [3, 4.0]]), np.ones(2, bool))
     with pytest.raises(KeyError, match="no prediction for pair p1"):
-        evaluate_predictions("m", [pair], images, {}, EvalConfig())
+        evaluate_predictions("m", [pair], images, {}, EvaluationSection())

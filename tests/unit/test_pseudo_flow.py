@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline_lib.pseudo_flow import flow_quality, pseudo_flow, rescale_flow, upsample_flow
+from pipeline_lib.kernels.flow import rescale_flow, upsample_flow
+from pipeline_lib.pseudo_flow import flow_quality, pseudo_flow
 
 H, W, D = 6, 8, 16
 IMG = (48, 64)  # 8 px cells
@@ -184,7 +185,7 @@ def test_part_chance_stays_inside_the_label_is_seeded_and_spreads_over_it():
     other, _ = part_chance_flow(src_labels, trg_labels, IMG, IMG, torch.Generator().manual_seed(4))
     assert torch.equal(flow, again) and not torch.equal(flow, other)
     assert mask.sum() == H * W - 1 and not mask[5, 0]
-    from pipeline_lib.geometry import cell_centres
+    from pipeline_lib.kernels.grids import cell_centres
 
     src_xy = cell_centres(H, W, IMG).reshape(H, W, 2)
     trg = src_xy + flow  # target cell centres reached

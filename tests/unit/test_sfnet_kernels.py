@@ -1,11 +1,14 @@
-"""SFNet kernels with known answers: kernel soft argmax, correlation, matches, model shapes."""
+"""SFNet's kernels (pipeline_lib.kernels) with known answers: kernel soft argmax, correlation, matches; and
+the SFNet model's layers and shapes."""
 
 import pytest
 import torch
 
-from pipeline_lib.backbones import build_backbone
-from pipeline_lib.sfnet import BETA, KERNEL_SIGMA_CELLS, SFNetConfig, build_sfnet, kernel_soft_argmax, match_positions
-from pipeline_lib.sfnet.model import cell_to_normalised, correlation, layers_by_stride, normalised_cell_grid
+from pipeline_lib.backbones import build_backbone, layers_by_stride, measure_strides
+from pipeline_lib.kernels.correlation import correlation
+from pipeline_lib.kernels.grids import cell_to_normalised, normalised_cell_grid
+from pipeline_lib.kernels.soft_argmax import BETA, KERNEL_SIGMA_CELLS, kernel_soft_argmax, match_positions
+from pipeline_lib.sfnet import SFNetConfig, build_sfnet
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -88,7 +91,7 @@ def model():
 
 def test_layers_are_the_last_stride_16_and_stride_32_blocks(model):
     assert model.layers == ("block10", "block15")
-    assert layers_by_stride(model.backbone, (16, 32)) == ("block10", "block15")
+    assert layers_by_stride(measure_strides(model.backbone), (16, 32)) == ("block10", "block15")
 
 
 @pytest.mark.parametrize("hw, grid", [((64, 64), (4, 4)), ((72, 96), (5, 6))])

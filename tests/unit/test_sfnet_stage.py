@@ -8,8 +8,8 @@ from torch import nn
 
 from pipeline_lib.config import validate_config
 from pipeline_lib.sfnet import SFNetConfig, SyntheticConfig
-from pipeline_lib import stages
 from pipeline_lib.sfnet import stage as sfnet_stage
+from pipeline_lib.stage_io import save_trained
 from pipeline_lib.training import load_trained
 from pipeline_lib.sfnet.losses import SFNetLossConfig
 from pipeline_lib.sfnet.train import PAPER_BATCH_SIZE, PAPER_LR
@@ -38,7 +38,7 @@ def test_saved_weights_load_back_with_their_sidecar(tmp_path, method):
     result = TrainResult(epochs_run=2, resumed_from=1, history=[{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}])
     out = tmp_path / method / "model.pt"
     learned = {"pairs": ["a->b"], "images": ["a", "b"]}
-    stages.save_trained(cfg, method, model, result, out, torch.device("cpu"), learned, n_pairs=7)
+    save_trained(cfg, method, model, result, out, torch.device("cpu"), learned, n_pairs=7)
     meta = json.loads((tmp_path / method / "train_meta.json").read_text())
     assert meta["learned_from"] == learned
     assert meta["method"] == method and meta["seed"] == 3 and meta["n_pairs"] == 7

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline_lib.sfnet import SyntheticConfig, exact_flow, make_pairs, random_affine
-from pipeline_lib.sfnet.model import pixels_to_normalised
+from pipeline_lib.kernels.grids import pixels_to_normalised
 
 S = 64
 NO_AUG = dict(flip_prob=0.0, color_jitter=0.0)

@@ -11,8 +11,9 @@ from PIL import Image
 from pipeline_lib.backbones import build_backbone
 from pipeline_lib.datasets import DatasetError, DatasetIndex, ImageRecord, Pair
 from pipeline_lib.config import ConfigError
+from pipeline_lib.pair_prediction import on_images, predict_pairs
 from pipeline_lib.sfnet import (SFNetConfig, build_sfnet, dense_flow, load_images, make_batches, make_loss_fn,
-                                predict_keypoints, predict_pairs, settings_from_config, sfnet_keypoint_fn,
+                                predict_keypoints, settings_from_config, sfnet_keypoint_fn,
                                 training_image_ids)
 from pipeline_lib.training import TrainConfig, fit
 
@@ -130,7 +131,7 @@ def test_without_mask_files_boxes_are_used_or_refused(tmp_path):
 
 def test_predict_pairs_fills_valid_keypoints_and_marks_invalid_ones(tmp_path, model):
     index = write_tiny_dataset(tmp_path)
-    preds, ms = predict_pairs(sfnet_keypoint_fn(model, S), index, index.pairs, progress=False)
+    preds, ms = predict_pairs(on_images(sfnet_keypoint_fn(model, S), index.images), index.pairs, progress=False)
     assert set(preds) == {"p01", "p12", "p23"} and ms > 0
     for p in index.pairs:
         assert preds[p.pair_id].shape == (3, 2)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline_lib.pseudo_flow import pixel_grid, to_normalised
+from pipeline_lib.kernels.grids import pixel_grid, pixels_to_normalised
 from pipeline_lib.siamese.augment import (ROTATION_RANGE_DEG, SCALE_RANGE, AugmentConfig, augment_pair,
                                           sample_transform, similarity_matrix, transform_flow, warp_image)
 from pipeline_lib.siamese.loss import (batch_loss, flow_metrics, match_targets, matching_loss, truncated_euclidean_loss,
@@ -244,7 +244,7 @@ def smooth_canvas(h, w, seed=0):
 
 def sample(image, xy):
     """Bilinear (C, H, W) at (..., 2) pixel points (zeros outside)."""
-    grid = to_normalised(xy.float(), tuple(image.shape[1:]))[None]
+    grid = pixels_to_normalised(xy.float(), tuple(image.shape[1:]))[None]
     return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
 
 
@@ -345,9 +345,10 @@ def test_independent_draws_differ_per_image():
 
 
 def test_augment_draw_comes_from_the_config():
-    from pipeline_lib.config import validate_config
+    from pipeline_lib.config import schema_default, validate_config
+    from pipeline_lib.settings import Settings
     from pipeline_lib.siamese.stage import augment_config
 
-    assert augment_config(validate_config({})["siamese"]).draw == validate_config({})["siamese"]["augment_draw"]
-    cfg = validate_config({"siamese": {"augment_draw": "independent"}})["siamese"]
-    assert augment_config(cfg).draw == "independent"
+    assert augment_config(Settings(validate_config({})).siamese).draw == schema_default("siamese", "augment_draw")
+    cfg = validate_config({"siamese": {"augment_draw": "independent"}})
+    assert augment_config(Settings(cfg).siamese).draw == "independent"

@@ -14,11 +14,13 @@ from PIL import Image
 from pipeline_lib.backbones import build_backbone
 from pipeline_lib.datasets import DatasetIndex, ImageRecord, Pair, load_rgb
 from pipeline_lib.datasets import demo
-from pipeline_lib.pseudo_flow import pixel_grid
+from pipeline_lib.kernels.grids import pixel_grid
+from pipeline_lib.pair_prediction import on_images, predict_pairs
 from pipeline_lib.siamese import (AugmentConfig, ManifoldEmbeddings, PseudoFlowStores, SiameseFlowNet, SiamesePairData,
                                   batch_factory, batch_loss, demo_flow_provider, grid_flow_provider, predict_keypoints,
-                                  predict_pairs, pseudo_flow_provider, transfer_from_neighbours)
+                                  pseudo_flow_provider, siamese_keypoint_fn, transfer_from_neighbours)
 from pipeline_lib.training import TrainConfig, fit
+from pipeline_lib.settings import DemoSection, Settings
 
 SIZE = 64
 SHIFT = (5, 3)  # planted flow: source pixel p shows the same content as target pixel p + SHIFT
@@ -120,7 +122,8 @@ def test_trained_model_moves_keypoints_the_planted_way(trained, translated_set):
     moved = out - pair.src_kps
     assert out.shape == (3, 2)
     assert (moved[:, 0] > 0).all() and (moved[:, 1] > 0).all()  # right and down, like SHIFT
-    preds, ms = predict_pairs(model, translated_set.pairs[:2], translated_set.images, SIZE, progress=False)
+    preds, ms = predict_pairs(on_images(siamese_keypoint_fn(model, SIZE), translated_set.images),
+                              translated_set.pairs[:2], progress=False)
     assert set(preds) == {"p0", "p1"} and np.allclose(preds["p0"], out) and ms > 0
     assert predict_keypoints(model, src, trg, np.zeros((0, 2)), input_size=SIZE).shape == (0, 2)
     # Gaur et al. Sec. 6: keypoints of retrieved images mapped onto the query and averaged
@@ -143,7 +146,7 @@ def test_pseudo_flow_provider_recovers_a_planted_grid_shift():
 
 
 def test_demo_flow_provider_matches_keypoints(tmp_path):
-    cfg = demo.DemoConfig(photos=("chelsea",), images_per_category=2, image_size=48, n_keypoints=5)
+    cfg = DemoSection(photos=("chelsea",), images_per_category=2, image_size=48, n_keypoints=5)
     demo.generate(tmp_path / "demo", cfg, seed=0)
     index = demo.load(tmp_path / "demo")
     flow_for = demo_flow_provider(index)
@@ -241,31 +244,38 @@ def test_matching_loss_trains_the_match_adapters_only(translated_set, tmp_path):
     assert changed and all(n.startswith("match_adapters.") for n in changed)
 
 
-def test_loss_settings_are_checked_against_the_fusion():
+def siamese_section(values: dict):
+    """The validated ``siamese`` section of a config with ``values``."""
     from pipeline_lib.config import validate_config
+
+    return Settings(validate_config({"siamese": values})).siamese
+
+
+def test_loss_settings_are_checked_against_the_fusion():
+    from dataclasses import replace
+
     from pipeline_lib.siamese.stage import loss_function
 
-    stack = {**validate_config({})["siamese"], "match_loss_weight": 1.0}  # past the schema (which refuses it too)
+    stack = replace(siamese_section({}), match_loss_weight=1.0)  # past the schema (which refuses it too)
     with pytest.raises(ValueError, match="match_loss_weight 1.0 needs .* fusion 'correlation'"):
         loss_function(stack)
     with pytest.raises(ValueError, match="both 0"):
-        loss_function(validate_config({"siamese": {"fusion": "correlation", "flow_loss_weight": 0}})["siamese"])
-    fn = loss_function(validate_config({"siamese": {"fusion": "correlation", "match_loss_weight": 2.0}})["siamese"])
+        loss_function(siamese_section({"fusion": "correlation", "flow_loss_weight": 0}))
+    fn = loss_function(siamese_section({"fusion": "correlation", "match_loss_weight": 2.0}))
     assert fn.keywords["match_weight"] == 2.0 and fn.keywords["flow_weight"] == 1.0
 
 
 def test_augmentation_comes_from_the_config_with_the_papers_defaults():
-    from pipeline_lib.config import validate_config
     from pipeline_lib.siamese.stage import augment_config
 
-    paper = augment_config(validate_config({})["siamese"])
+    paper = augment_config(siamese_section({}))
     assert paper == AugmentConfig(rotation_deg=(-16.0, 16.0), scale=(0.9, 2.0), apply_to="both")  # Gaur et al. Sec. 6
-    mild = augment_config(validate_config({"siamese": {"augment_scale": [1.0, 1.2], "augment_apply_to": "target",
-                                                       "augment_rotation_deg": [-5, 5]}})["siamese"])
+    mild = augment_config(siamese_section({"augment_scale": [1.0, 1.2], "augment_apply_to": "target",
+                                           "augment_rotation_deg": [-5, 5]}))
     assert mild.scale == (1.0, 1.2) and mild.rotation_deg == (-5, 5) and mild.apply_to == "target"
-    assert augment_config(validate_config({"siamese": {"augment": False}})["siamese"]) is None
+    assert augment_config(siamese_section({"augment": False})) is None
     with pytest.raises(ValueError, match="min, max"):
-        augment_config(validate_config({"siamese": {"augment_scale": [2.0, 1.0]}})["siamese"])
+        augment_config(siamese_section({"augment_scale": [2.0, 1.0]}))
 
 
 def test_load_model_rebuilds_the_trained_architecture(tmp_path):
@@ -274,7 +284,7 @@ def test_load_model_rebuilds_the_trained_architecture(tmp_path):
     from pipeline_lib.training import save_weights
 
     trained_cfg = validate_config({"device": "cpu", "siamese": {"fusion": "correlation"}})
-    model = _model(trained_cfg, "efficientnet_lite0")
+    model = _model(Settings(trained_cfg).siamese, "efficientnet_lite0", None)
     save_weights(model, tmp_path / "model.pt", {"backbone": "efficientnet_lite0", "siamese": trained_cfg["siamese"]})
     loaded = load_model(validate_config({"device": "cpu"}), "efficientnet_lite0", tmp_path / "model.pt", "cpu")
     assert loaded.fusion == "correlation" and loaded.match_layers == model.match_layers and not loaded.training
@@ -289,11 +299,11 @@ def tiny_demo_run(tmp_path_factory):
     import zarr
 
     from pipeline_lib.config import validate_config
-    from pipeline_lib.stages import load_dataset
+    from pipeline_lib.stage_io import load_dataset
 
     results = tmp_path_factory.mktemp("tiny_siamese") / "results"
-    demo.generate(results / "demo" / "data", demo.DemoConfig(photos=("chelsea",), images_per_category=3,
-                                                             image_size=SIZE, n_keypoints=6), seed=1)
+    demo.generate(results / "demo" / "data", DemoSection(photos=("chelsea",), images_per_category=3,
+                                                         image_size=SIZE, n_keypoints=6), seed=1)
     cfg = validate_config({"results_dir": str(results), "device": "cpu",
                            "dataset": {"name": "demo", "kind": "demo", "split": {"mode": "given"}},
                            "siamese": {"input_size": SIZE, "epochs": 1, "batch_size": 2, "lr": 1e-3,
@@ -320,7 +330,7 @@ def test_initial_weights_are_the_untrained_network(tiny_demo_run):
     init, trained = (torch.load(out / f, map_location="cpu", weights_only=False) for f in ("init.pt", "model.pt"))
     assert init["meta"] == trained["meta"] and init["meta"]["siamese"]["epochs"] == 1
     torch.manual_seed(cfg["seed"])  # what train() does before building the network
-    fresh = stage._model(cfg, "efficientnet_lite0").state_dict()
+    fresh = stage._model(Settings(cfg).siamese, "efficientnet_lite0", None).state_dict()
     assert init["model"].keys() == fresh.keys()
     assert all(torch.equal(init["model"][k], fresh[k]) for k in fresh)
     head = [k for k in fresh if k.startswith(("decoder.", "head."))]

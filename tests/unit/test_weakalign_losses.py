@@ -4,9 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline_lib.weakalign import (INLIER_THRESHOLD_FRACTION, WeakAlignLossConfig, WeakAlignOutput, identity_affine,
-                                    identity_mask, identity_tps, soft_inlier_count, weakalign_loss)
-from pipeline_lib.weakalign.geometry import affine_grid, affine_points, composed_grid, normalised_grid
+from pipeline_lib.kernels.grids import normalised_cell_grid
+from pipeline_lib.kernels.warps import affine_grid, affine_points, composed_grid, identity_affine, identity_tps
+from pipeline_lib.weakalign import (INLIER_THRESHOLD_FRACTION, TPS_GRID_SIZE, WeakAlignLossConfig, WeakAlignOutput,
+                                    identity_mask, soft_inlier_count, weakalign_loss)
 from pipeline_lib.weakalign.losses import default_threshold
 
 D = torch.float64
@@ -21,7 +22,7 @@ def matches_of(theta_aff, hw=(L, L), width_cells=0.7):
     """A normalised correlation (1, h*w, h, w) whose score map for every target cell q peaks at the
     source position T(q) of the affine ``theta_aff`` (cell units, Gaussian of ``width_cells``)."""
     h, w = hw
-    q = normalised_grid(h, w, dtype=D).view(1, -1, 2)
+    q = normalised_cell_grid(h, w, dtype=D).view(1, -1, 2)
     t_q = affine_points(theta_aff, q)[0]  # (h*w target, 2) normalised source xy
     t_cells = (t_q + 1) / 2 * torch.tensor([w, h], dtype=D) - 0.5
     ys, xs = torch.meshgrid(torch.arange(h, dtype=D), torch.arange(w, dtype=D), indexing="ij")
@@ -71,7 +72,7 @@ def test_without_dilation_the_count_is_the_bilinear_score_at_the_mapped_position
 
 def test_loss_is_lowest_at_the_true_transform_and_differentiable():
     corr = matches_of(TRUE_AFFINE)
-    ident_tps = identity_tps(1, dtype=D)
+    ident_tps = identity_tps(1, TPS_GRID_SIZE, dtype=D)
 
     def loss(theta_aff, theta_tps):
         return weakalign_loss(WeakAlignOutput(theta_aff, theta_tps, corr, corr))[0]

@@ -11,12 +11,13 @@ from PIL import Image
 from pipeline_lib.backbones import build_backbone
 from pipeline_lib.datasets import DatasetIndex, ImageRecord, Pair
 from pipeline_lib.config import ConfigError
-from pipeline_lib.weakalign import (AugmentConfig, WeakAlignConfig, build_weakalign, identity_affine, identity_tps,
-                                    load_pair_images, make_batches, make_loss_fn, predict_keypoints, predict_pairs,
-                                    settings_from_config, training_pairs, weakalign_keypoint_fn)
-from pipeline_lib.weakalign.geometry import (composed_points, inverse_composed_points, normalised_to_pixels,
-                                             pixels_to_normalised)
+from pipeline_lib.kernels.grids import normalised_to_pixels, pixels_to_normalised
+from pipeline_lib.kernels.warps import composed_points, identity_affine, identity_tps, inverse_composed_points
+from pipeline_lib.pair_prediction import on_images, predict_pairs
 from pipeline_lib.training import TrainConfig, fit
+from pipeline_lib.weakalign import (TPS_GRID_SIZE, AugmentConfig, WeakAlignConfig, build_weakalign, load_pair_images,
+                                    make_batches, make_loss_fn, predict_keypoints, settings_from_config,
+                                    training_pairs, weakalign_keypoint_fn)
 
 S = 64  # model input side in these tests: a 4 x 4 feature grid
 
@@ -64,7 +65,7 @@ def test_an_untrained_model_is_the_identity(model):
     with torch.no_grad():
         out = model(torch.rand(1, 3, 72, 96), torch.rand(1, 3, 50, 40))
     torch.testing.assert_close(out.theta_aff, identity_affine(1))
-    torch.testing.assert_close(out.theta_tps, identity_tps(1))
+    torch.testing.assert_close(out.theta_tps, identity_tps(1, TPS_GRID_SIZE))
 
 
 def test_paper_sized_regression_matches_cnngeometric(backbone):
@@ -104,13 +105,13 @@ def fixed_transform_model(backbone, theta_aff, theta_tps):
     m = build_weakalign(WeakAlignConfig(image_size=S), backbone).eval()
     with torch.no_grad():
         m.regress_affine.linear.bias.copy_(theta_aff[0] - identity_affine(1)[0])
-        m.regress_tps.linear.bias.copy_(theta_tps[0] - identity_tps(1)[0])
+        m.regress_tps.linear.bias.copy_(theta_tps[0] - identity_tps(1, TPS_GRID_SIZE)[0])
     return m
 
 
 def test_keypoint_transfer_directions(backbone):
     theta_aff = torch.tensor([[0.9, -0.1, 0.08, 0.12, 1.05, -0.06]])
-    theta_tps = identity_tps(1) + 0.04 * torch.linspace(-1, 1, 18)[None]
+    theta_tps = identity_tps(1, TPS_GRID_SIZE) + 0.04 * torch.linspace(-1, 1, 18)[None]
     m = fixed_transform_model(backbone, theta_aff, theta_tps)
     src = (np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)
     trg = (np.random.default_rng(1).random((60, 40, 3)) * 255).astype(np.uint8)
@@ -152,7 +153,7 @@ def test_training_pairs_images_and_predict_pairs(tmp_path, model):
     assert [p.pair_id for p in train] == ["a"]
     imgs, pair_index = load_pair_images(index, train, S)
     assert imgs.shape == (2, 3, S, S) and pair_index.tolist() == [[0, 1]]
-    preds, ms = predict_pairs(weakalign_keypoint_fn(model), index, pairs, progress=False)
+    preds, ms = predict_pairs(on_images(weakalign_keypoint_fn(model), index.images), pairs, progress=False)
     assert ms > 0 and np.isnan(preds["b"][0]).all() and np.isfinite(preds["b"][1]).all()
     np.testing.assert_allclose(preds["a"], kps, atol=1e-4)  # untrained = identity, same image size
 

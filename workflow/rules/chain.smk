@@ -70,4 +70,4 @@ rule predict_gaur_hpf:
         runtime=60,
         gpu=GPUS,
     script:
-        "../scripts/predict_hpf.py"
+        "../scripts/predict.py"

@@ -3,8 +3,9 @@ import json
 
 import torch
 
-from pipeline_lib.methods.registry import INIT_SUFFIX, evaluated_methods
-from pipeline_lib.stage_io import categories, dataset_fingerprints, feature_key, fold_names
+from pipeline_lib.methods.registry import INIT_SUFFIX, PSEUDO_GT_METHODS, evaluated_methods, predicted_by
+from pipeline_lib.protocols import fold_names
+from pipeline_lib.stage_io import categories, dataset_fingerprints, feature_key
 
 R = config["results_dir"]
 D = config["dataset"]["name"]
@@ -95,10 +96,6 @@ def manifold_outputs(backbone):
     return expand(f"{BASE}/{backbone}/manifold/{{category}}/manifold.zarr", category=categories(config))
 
 
-# Methods trained on the manifold's pseudo ground truth: they need the manifold stage, so its summaries join the targets.
-PSEUDO_GT_METHODS = {"siamese", "gaur_hpf"}
-
-
 def per_fold(path):
     """``path`` (under DATA) of every fold, or the one path without folds."""
     return expand(path, fold=FOLDS) if FOLDS else [path]
@@ -106,6 +103,7 @@ def per_fold(path):
 
 def final_outputs():
     out = []
+    # methods trained on the manifold's pseudo ground truth need it: its summaries join the targets
     if config["manifold"]["run"] or PSEUDO_GT_METHODS & set(config["methods"]):
         out += [f"{BASE}/{b}/manifold/summary.csv" for b in config["backbones"]]
         out += [f"{BASE}/{b}/pseudo_flow/quality_summary.csv" for b in config["backbones"]]

@@ -34,7 +34,7 @@ rule evaluate:
             labels={"dataset": D, "backbone": "{backbone}", "what": "table"},
         ),
     params:
-        cfg=cfg_params("dataset", "evaluation", "image"),
+        cfg=cfg_params("seed", "dataset", "evaluation", "image"),
         methods=EVALUATED,
     log:
         f"{LOGS}/evaluate/{LOGD}/{{backbone}}.log",

@@ -34,7 +34,7 @@ rule predict_hpf:
         predictions=f"{DATA}/{{backbone}}/methods/{{method}}/predictions.csv",
         meta=f"{DATA}/{{backbone}}/methods/{{method}}/predict_meta.json",
     wildcard_constraints:
-        method="hpf|hpf_nn|hpf_single|nn_best_layer",
+        method="|".join(predicted_by("predict_hpf")),
     params:
         cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=SCORING_ONLY),
     log:
@@ -46,4 +46,4 @@ rule predict_hpf:
         runtime=60,
         gpu=GPUS,
     script:
-        "../scripts/predict_hpf.py"
+        "../scripts/predict.py"

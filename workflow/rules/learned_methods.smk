@@ -40,6 +40,7 @@ rule predict_sfnet:  # sfnet and sfnet@init: trained and initial weights, one jo
     output:
         **trained_outputs("sfnet"),
     params:
+        method="sfnet",
         cfg=cfg_params(
             "seed", "weights", "sfnet", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
         ),
@@ -52,7 +53,7 @@ rule predict_sfnet:  # sfnet and sfnet@init: trained and initial weights, one jo
         runtime=60,
         gpu=GPUS,
     script:
-        "../scripts/predict_sfnet.py"
+        "../scripts/predict_trained.py"
 
 
 rule train_cnngeometric:
@@ -101,6 +102,7 @@ rule predict_cnngeometric:
     output:
         **trained_outputs("cnngeometric"),
     params:
+        method="cnngeometric",
         cfg=cfg_params(
             "seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
         ),
@@ -113,7 +115,7 @@ rule predict_cnngeometric:
         runtime=60,
         gpu=GPUS,
     script:
-        "../scripts/predict_cnngeometric.py"
+        "../scripts/predict_trained.py"
 
 
 # WeakAlign fine-tunes the CNNGeometric checkpoint (Rocco et al. 2018 Sec. 4.1).
@@ -155,6 +157,7 @@ rule predict_weakalign:
     output:
         **trained_outputs("weakalign"),
     params:
+        method="weakalign",
         cfg=cfg_params(
             "seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
         ),
@@ -167,7 +170,7 @@ rule predict_weakalign:
         runtime=60,
         gpu=GPUS,
     script:
-        "../scripts/predict_weakalign.py"
+        "../scripts/predict_trained.py"
 
 
 rule train_fcss:
@@ -207,6 +210,7 @@ rule predict_fcss:
     output:
         **trained_outputs("fcss"),
     params:
+        method="fcss",
         cfg=cfg_params(
             "seed", "weights", "fcss", "evaluation", "image", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
         ),
@@ -219,4 +223,4 @@ rule predict_fcss:
         runtime=60,
         gpu=GPUS,
     script:
-        "../scripts/predict_fcss.py"
+        "../scripts/predict_trained.py"

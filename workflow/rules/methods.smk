@@ -15,5 +15,6 @@ rule predict_nn:
     resources:
         mem_mb=4000,
         runtime=30,
+        gpu=GPUS,
     script:
         "../scripts/predict.py"

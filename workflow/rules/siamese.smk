@@ -18,7 +18,7 @@ rule train_siamese:
             subcategory="siamese",
         ),
     params:
-        cfg=cfg_params("seed", "siamese", "pseudo_flow", "manifold", dataset_keys=("kind", "root", "split"),
+        cfg=cfg_params("seed", "weights", "siamese", "pseudo_flow", "manifold", dataset_keys=("kind", "root", "split"),
                        drop={"siamese": ("retrieval_top_k",)}),  # a prediction-only key: never retrains
     log:
         f"{LOGS}/train_siamese/{LOGD}/{{backbone}}.log",
@@ -42,8 +42,9 @@ rule predict_siamese:
     output:
         **trained_outputs("siamese"),
     params:
+        method="siamese",
         cfg=cfg_params(
-            "seed", "siamese", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
+            "seed", "weights", "siamese", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
         ),
     log:
         f"{LOGS}/predict_siamese/{LOGD}/{{backbone}}.log",
@@ -55,4 +56,4 @@ rule predict_siamese:
         runtime=60,
         gpu=GPUS,
     script:
-        "../scripts/predict_siamese.py"
+        "../scripts/predict_trained.py"

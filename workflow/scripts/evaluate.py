@@ -1,7 +1,7 @@
-from pipeline_lib import stages
+from pipeline_lib.evaluation.stage import evaluate_and_aggregate
 from pipeline_lib.snakemake_adapter import run_stage
 
 out = snakemake.output
-run_stage(snakemake, lambda cfg: stages.evaluate_and_aggregate(
+run_stage(snakemake, lambda cfg: evaluate_and_aggregate(
     cfg, snakemake.params.methods, snakemake.wildcards.backbone, snakemake.input.predictions,
     snakemake.input.metas, out.per_pair, out.summaries, out.csv, out.md, out.png, out.html))

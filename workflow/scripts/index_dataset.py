@@ -1,6 +1,6 @@
-from pipeline_lib import stages
+from pipeline_lib.datasets.stage import index_dataset
 from pipeline_lib.snakemake_adapter import run_stage
 from pipeline_lib.stage_io import dataset_files
 
-run_stage(snakemake, lambda cfg: stages.index_dataset(cfg, snakemake.output.pairs, snakemake.output.meta,
-                                                      files=dataset_files(cfg)))
+run_stage(snakemake, lambda cfg: index_dataset(cfg, snakemake.output.pairs, snakemake.output.meta,
+                                               files=dataset_files(cfg)))

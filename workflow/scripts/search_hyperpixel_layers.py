@@ -1,7 +1,6 @@
-from pipeline_lib import stages
+from pipeline_lib.hpf.stage import search_layers
 from pipeline_lib.snakemake_adapter import run_stage
 
-# The trained encoder's search (rule search_gaur_layers) also gets its checkpoint, to check the store's key.
-run_stage(snakemake, lambda cfg: stages.search_layers(cfg, snakemake.input.features, snakemake.output.record,
-                                                      snakemake.output.trace, snakemake.output.plot,
-                                                      checkpoint=snakemake.input.get("checkpoint")))
+o = snakemake.output
+run_stage(snakemake, lambda cfg: search_layers(cfg, snakemake.input.features, o.record, o.trace, o.plot,
+                                               checkpoint=snakemake.input.get("checkpoint")))

@@ -11,7 +11,7 @@ from scipy.stats import multivariate_normal, special_ortho_group
 from sklearn.metrics import adjusted_rand_score
 
 from pipeline_lib.manifold.clustering import scalable_ward
-from pipeline_lib.manifold.refine import (
+from pipeline_lib.manifold.algorithm1 import (
     ManifoldConfig,
     fraction_changed,
     l2_normalize,
@@ -208,7 +208,7 @@ def test_run_manifold_converges_and_improves_part_consistency(seed, caplog):
     valid = np.ones(kps.shape[:2], dtype=bool)
     calls = []
     cfg = ManifoldConfig(**SYNTH_CONFIG, isolate_graphcut=(seed == 0))
-    with caplog.at_level(logging.WARNING, logger="pipeline_lib.manifold.refine"):
+    with caplog.at_level(logging.WARNING, logger="pipeline_lib.manifold.algorithm1"):
         res = run_manifold(feats, cfg, progress=calls.append)
     assert not any("lowered" in r.getMessage() for r in caplog.records)  # d = k - 1 = 2 from the start
     n_rec = res.n_iter + 1

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pipeline_lib.geometry import cell_centres
-from pipeline_lib.hpf import build_hyperpixels, flatten_hyperpixels
+from pipeline_lib.kernels.grids import cell_centres
+from pipeline_lib.kernels.hyperpixels import build_hyperpixels, flatten_hyperpixels
 
 
 def _maps(generator, batch=None):

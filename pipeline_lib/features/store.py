@@ -4,7 +4,7 @@ Layout of ``features.zarr``::
 
     attrs: backbone, layers [{name, channels, stride, receptive_field}], image_ids, longer_side,
            dtype, provenance {config, seed, versions}; a trained encoder's store adds
-           checkpoint {path, sha256} (the content key its consumers check, pipeline_lib.chain)
+           checkpoint {path, sha256} (the content key its consumers check, pipeline_lib.features.keyed)
     images/<nnnnn>/            one group per image (attrs: image_id, original_hw, resized_hw)
         <layer name>           (C, h, w) array, one chunk per image and layer
 
@@ -25,10 +25,10 @@ import torch.nn.functional as F
 import zarr
 from tqdm import tqdm
 
-from .atomic import atomic_path
-from .backbones import Backbone, describe_layers, to_tensor
-from .datasets import DatasetIndex, load_rgb
-from .geometry import resized_shape
+from ..atomic import atomic_path
+from ..backbones import Backbone, describe_layers, to_tensor
+from ..datasets import DatasetIndex, load_rgb
+from ..geometry import resized_shape
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Hyperpixel construction (Min et al. 2019, Sec. 3.1, Eq. 1-2).
+"""Hyperpixels (Min et al. 2019, Hyperpixel Flow, Sec. 3.1, Eq. 1-2), used by HPF, Gaur et al.'s manifold
+and the Siamese network's correlation.
 
 A hyperimage stacks the feature maps of a few CNN layers along channels after resizing each
 of them to the resolution of the first ("base") map. Every layer is L2-normalised along
@@ -16,8 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["build_hyperpixels", "cell_centres", "flatten_hyperpixels"]
-
 
 def build_hyperpixels(layer_feats: Sequence[Tensor]) -> Tensor:
     """Concatenate per-layer feature maps into one hyperimage at the base resolution.
@@ -30,7 +29,7 @@ def build_hyperpixels(layer_feats: Sequence[Tensor]) -> Tensor:
         ``(sum C_l, h_0, w_0)`` (or ``(B, sum C_l, h_0, w_0)``). Each layer's block of channels
         has unit L2 norm at every cell (zero where the layer's features are all zero), so a
         hyperpixel has norm sqrt(K). Non-base maps are resized bilinearly (half-pixel aligned,
-        ``align_corners=False``, consistent with :func:`cell_centres`). dtype and device follow
+        ``align_corners=False``, consistent with :func:`.grids.cell_centres`). dtype and device follow
         the inputs.
     """
     if len(layer_feats) == 0:
@@ -71,7 +70,7 @@ def _resize_to(feat: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def flatten_hyperpixels(hyper: Tensor) -> Tensor:
-    """``(C, h, w) -> (h*w, C)`` (or ``(B, C, h, w) -> (B, h*w, C)``), row-major like :func:`cell_centres`."""
+    """``(C, h, w) -> (h*w, C)`` (or ``(B, C, h, w) -> (B, h*w, C)``), row-major like :func:`.grids.cell_centres`."""
     if hyper.dim() not in (3, 4):
         raise ValueError(f"flatten_hyperpixels: expected (C, h, w) or (B, C, h, w), got {tuple(hyper.shape)}")
     return hyper.flatten(-2).transpose(-1, -2)

@@ -1,0 +1,40 @@
+"""Workflow stages of the data: generate the embedded demo, and validate a dataset into its pair index."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Mapping
+
+from ..atomic import write_text
+from ..evaluation.summary import write_csv
+from ..settings import Settings
+from ..stage_io import load_dataset, manifest, write_meta
+from . import demo as demo_data
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ("pair_id", "category", "split", "src", "trg", "n_keypoints")
+
+
+def generate_demo(cfg: Mapping, out_dir: str | Path) -> None:
+    s = Settings(cfg)
+    demo_data.generate(out_dir, s.demo, seed=s.seed)
+
+
+def index_dataset(cfg: Mapping, pairs_csv: str | Path, meta_json: str | Path, files=None) -> None:
+    """Validate the dataset and write its pair list with splits (and the skipped pairs) for inspection;
+    ``files`` (the dataset's, :func:`stage_io.dataset_files`) go into ``manifest.json`` beside them. Under
+    the cross-dataset protocol an image in both datasets, by name or content, stops it here."""
+    index = load_dataset(cfg, check_content=True)
+    if files:
+        write_text(Path(meta_json).with_name("manifest.json"), json.dumps(manifest(files), indent=1))
+    rows = [{"pair_id": p.pair_id, "category": p.category, "split": p.split, "src": p.src, "trg": p.trg,
+             "n_keypoints": int(p.valid.sum())} for p in index.pairs]
+    write_csv(pairs_csv, rows, INDEX_COLUMNS)
+    counts = {s: sum(1 for p in index.pairs if p.split == s) for s in ("train", "val", "test")}
+    write_meta(meta_json, cfg, n_images=len(index.images), n_pairs=len(index.pairs), split_counts=counts,
+               categories=index.categories(), skipped=[{"pair": a, "reason": b} for a, b in index.skipped])
+    log.info("dataset %s: %d images, %d pairs %s, %d skipped", index.name, len(index.images), len(index.pairs),
+             counts, len(index.skipped))

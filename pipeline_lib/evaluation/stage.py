@@ -1,0 +1,104 @@
+"""Workflow stages of the evaluation: PCK of every method's predictions, the result tables, and the
+category-fold protocol's pooling of its folds."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ..datasets import DatasetIndex
+from ..protocols import fold_view, has_train_dataset
+from ..settings import EvaluationSection, Settings
+from ..stage_io import eval_pairs, fold_table, load_dataset
+from .predictions import read_predictions
+from .summary import (PER_PAIR_COLUMNS, SUMMARY_COLUMNS, evaluate_predictions, pool_folds, read_csv, summarise,
+                      write_csv, write_summary_tables)
+
+log = logging.getLogger(__name__)
+
+FOLD_COLUMNS = ("fold", "test_categories", "train_pairs", "val_pairs", "test_pairs")
+
+
+def protocol(cfg: Mapping) -> str:
+    """The result rows' ``protocol``: cross_dataset (searched/trained on train_dataset), else the split mode
+    (all_test, image_disjoint, given, category_folds)."""
+    return "cross_dataset" if has_train_dataset(cfg) else Settings(cfg).dataset.split.mode
+
+
+def row_facts(cfg: Mapping, index: DatasetIndex, ev: EvaluationSection, backbone: str, ms_per_pair: float,
+              protocol_name: str) -> dict:
+    """The columns every summary row carries besides its PCK: what was evaluated, how, and how fast."""
+    return {"dataset": index.name, "backbone": backbone, "direction": ev.direction, "split": ev.split,
+            "longer_side": Settings(cfg).image.longer_side, "n_skipped": len(index.skipped),
+            "ms_per_pair": round(float(ms_per_pair), 3), "protocol": protocol_name}
+
+
+def evaluate(cfg: Mapping, methods: Sequence[str], backbone: str, predictions: Sequence[str | Path],
+             predict_metas: Sequence[str | Path], per_pair_csvs: Sequence[str | Path],
+             summary_csvs: Sequence[str | Path]) -> list[dict]:
+    """PCK of every method's predictions on the evaluation pairs (the dataset is indexed once).
+
+    Writes each method's per-pair and summary CSV (``methods/<m>/pck_{per_pair,summary}.csv``) and
+    returns all summary rows, in the order of ``methods``."""
+    lists = (predictions, predict_metas, per_pair_csvs, summary_csvs)
+    if any(len(x) != len(methods) for x in lists):
+        raise ValueError(f"evaluate: {len(methods)} methods but {[len(x) for x in lists]} predictions/metas/outputs")
+    index = load_dataset(cfg)
+    ev, pairs = eval_pairs(cfg, index)
+    out: list[dict] = []
+    for method, pred, meta_path, per_pair_csv, summary_csv in zip(methods, *lists):
+        rows = evaluate_predictions(method, pairs, index.images, read_predictions(pred), ev)
+        meta = json.loads(Path(meta_path).read_text())
+        summary = summarise(rows, row_facts(cfg, index, ev, backbone, meta.get("ms_per_pair", float("nan")),
+                                            protocol(cfg)))
+        write_csv(per_pair_csv, rows, PER_PAIR_COLUMNS)
+        write_csv(summary_csv, summary, SUMMARY_COLUMNS)
+        out += summary
+    return out
+
+
+def evaluate_and_aggregate(cfg: Mapping, methods: Sequence[str], backbone: str, predictions, predict_metas,
+                           per_pair_csvs, summary_csvs, csv_path, md_path, png_path, html_path=None) -> None:
+    """:func:`evaluate` every method, then the result contract pck_summary.csv (+ Markdown, plot, HTML)."""
+    rows = evaluate(cfg, methods, backbone, predictions, predict_metas, per_pair_csvs, summary_csvs)
+    write_summary_tables(rows, csv_path, md_path, png_path, html_path)
+
+
+def pool_category_folds(cfg: Mapping, methods: Sequence[str], backbone: str, folds: Sequence[str],
+                        fold_per_pair: Sequence[str | Path], fold_metas: Sequence[str | Path],
+                        per_pair_csvs: Sequence[str | Path], folds_csv, csv_path, md_path, png_path,
+                        html_path=None) -> None:
+    """The category-fold protocol's tables: each method's per-pair rows of every fold pooled (every pair
+    of the dataset tested once, checked), summarised per category and overall; ``folds.csv`` lists
+    which categories each fold tested and how many pairs it searched/trained on.
+
+    ``fold_per_pair``/``fold_metas``: fold-major, method-minor (``expand(fold=..., method=...)`` order)."""
+    n = len(methods)
+    if len(fold_per_pair) != n * len(folds) or len(fold_metas) != n * len(folds) or len(per_pair_csvs) != n:
+        raise ValueError(f"pool_folds: {n} methods x {len(folds)} folds, got {len(fold_per_pair)} per-pair files, "
+                         f"{len(fold_metas)} metas, {len(per_pair_csvs)} outputs")
+    index = load_dataset(cfg)  # the fold-free view: every pair of the dataset
+    expected = [p.pair_id for p in index.pairs]
+    ev = Settings(cfg).evaluation
+    table = fold_table(cfg)
+    out: list[dict] = []
+    for m, method in enumerate(methods):
+        by_fold = {f: read_csv(fold_per_pair[i * n + m]) for i, f in enumerate(folds)}
+        rows = pool_folds(by_fold, expected)
+        per_fold_ms = [(json.loads(Path(fold_metas[i * n + m]).read_text()), len(by_fold[f]))
+                       for i, f in enumerate(folds)]
+        total = sum(k for _, k in per_fold_ms) or 1
+        ms = sum(float(meta.get("ms_per_pair", float("nan"))) * k for meta, k in per_fold_ms) / total
+        write_csv(per_pair_csvs[m], rows, PER_PAIR_COLUMNS + ("fold",))
+        out += summarise(rows, row_facts(cfg, index, ev, backbone, ms, "category_folds"))
+    fold_rows = []
+    for f in folds:
+        view = load_dataset(fold_view(cfg, f))
+        counts = {s: sum(1 for p in view.pairs if p.split == s) for s in ("train", "val", "test")}
+        fold_rows.append({"fold": f, "test_categories": " ".join(c for c, g in sorted(table.items()) if g == f),
+                          "train_pairs": counts["train"], "val_pairs": counts["val"], "test_pairs": counts["test"]})
+    write_csv(folds_csv, fold_rows, FOLD_COLUMNS)
+    write_summary_tables(out, csv_path, md_path, png_path, html_path)
+    log.info("category folds %s pooled: %d pairs per method", folds, len(expected))
