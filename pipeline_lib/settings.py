@@ -4,14 +4,18 @@ The schema is the one place a default is written (each field reads its default f
 :func:`pipeline_lib.config.schema_default`); ``tests/unit/test_settings.py`` compares every class with its
 section, key for key. A stage reads its sections through :class:`Settings`, a view of the validated config
 that builds each section once, when the stage first reads it (so the record of what a stage read stays
-exact, :mod:`pipeline_lib.snakemake_adapter`). What the keys mean: the schema's descriptions.
+exact, :mod:`pipeline_lib.snakemake_adapter`), and declares them with :func:`reads`: its rule's rerun
+params are built from that declaration. What the keys mean: the schema's descriptions.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from .config import schema_default, section
 
@@ -380,6 +384,46 @@ class Settings:
     @cached_property
     def evaluation(self) -> EvaluationSection:
         return section(EvaluationSection, self._cfg["evaluation"])
+
+
+def reads(*sections: str) -> Callable[[Callable], Callable]:
+    """Declare the top-level config sections (and keys) a stage function reads: its rule's rerun ``params``
+    are built from this declaration (:func:`reads_of` in ``workflow/rules/*.smk``), and ``run_stage`` fails a
+    job whose stage read a section that is not declared."""
+
+    def mark(fn: Callable) -> Callable:
+        fn.config_sections = sections
+        return fn
+
+    return mark
+
+
+@functools.cache
+def _declarations(path: Path) -> dict[str, tuple[str, ...] | None]:
+    """Function name -> the sections its ``@reads(...)`` names (None without one), of a module's source."""
+    out: dict[str, tuple[str, ...] | None] = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef):
+            calls = [d for d in node.decorator_list
+                     if isinstance(d, ast.Call) and getattr(d.func, "id", None) == "reads"]
+            out[node.name] = tuple(ast.literal_eval(a) for a in calls[0].args) if calls else None
+    return out
+
+
+def reads_of(spec: str) -> tuple[str, ...]:
+    """The sections that ``"package.module:function"`` declares with :func:`reads`, read from its source
+    without importing it (the Snakefile calls this while it parses)."""
+    module, function = spec.split(":")
+    parts = module.split(".")
+    if parts[0] != __package__:
+        raise ValueError(f"{spec}: not a stage of {__package__}")
+    path = Path(__file__).parent.joinpath(*parts[1:]).with_suffix(".py")
+    found = _declarations(path)
+    if function not in found:
+        raise ValueError(f"{spec}: no function {function} in {path}")
+    if found[function] is None:
+        raise ValueError(f"{spec} ({path}) declares no @reads(...): say which config sections it reads")
+    return found[function]
 
 
 # Section name -> its class (the test walks this; stages use :class:`Settings`).

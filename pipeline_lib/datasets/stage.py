@@ -9,7 +9,7 @@ from typing import Mapping
 
 from ..atomic import write_text
 from ..evaluation.summary import write_csv
-from ..settings import Settings
+from ..settings import Settings, reads
 from ..stage_io import load_dataset, manifest, write_meta
 from . import demo as demo_data
 
@@ -18,11 +18,13 @@ log = logging.getLogger(__name__)
 INDEX_COLUMNS = ("pair_id", "category", "split", "src", "trg", "n_keypoints")
 
 
+@reads("seed", "demo")
 def generate_demo(cfg: Mapping, out_dir: str | Path) -> None:
     s = Settings(cfg)
     demo_data.generate(out_dir, s.demo, seed=s.seed)
 
 
+@reads("seed", "dataset")
 def index_dataset(cfg: Mapping, pairs_csv: str | Path, meta_json: str | Path, files=None) -> None:
     """Validate the dataset and write its pair list with splits (and the skipped pairs) for inspection;
     ``files`` (the dataset's, :func:`stage_io.dataset_files`) go into ``manifest.json`` beside them. Under

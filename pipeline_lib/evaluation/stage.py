@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 from ..datasets import DatasetIndex
 from ..protocols import fold_view, has_train_dataset
-from ..settings import EvaluationSection, Settings
+from ..settings import EvaluationSection, Settings, reads
 from ..stage_io import eval_pairs, fold_table, load_dataset
 from .predictions import read_predictions
 from .summary import (PER_PAIR_COLUMNS, SUMMARY_COLUMNS, evaluate_predictions, pool_folds, read_csv, summarise,
@@ -59,6 +59,7 @@ def evaluate(cfg: Mapping, methods: Sequence[str], backbone: str, predictions: S
     return out
 
 
+@reads("seed", "dataset", "evaluation", "image")
 def evaluate_and_aggregate(cfg: Mapping, methods: Sequence[str], backbone: str, predictions, predict_metas,
                            per_pair_csvs, summary_csvs, csv_path, md_path, png_path, html_path=None) -> None:
     """:func:`evaluate` every method, then the result contract pck_summary.csv (+ Markdown, plot, HTML)."""
@@ -66,6 +67,7 @@ def evaluate_and_aggregate(cfg: Mapping, methods: Sequence[str], backbone: str, 
     write_summary_tables(rows, csv_path, md_path, png_path, html_path)
 
 
+@reads("seed", "dataset", "evaluation", "image")
 def pool_category_folds(cfg: Mapping, methods: Sequence[str], backbone: str, folds: Sequence[str],
                         fold_per_pair: Sequence[str | Path], fold_metas: Sequence[str | Path],
                         per_pair_csvs: Sequence[str | Path], folds_csv, csv_path, md_path, png_path,

@@ -12,6 +12,7 @@ from ..backbones import build_backbone, resolve_device
 from ..config import ConfigError, section
 from ..pair_prediction import predict_pairs
 from ..protocols import learned_from
+from ..settings import reads
 from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
 from ..training import TrainConfig, resumable_settings, save_weights
 from .model import FCSS, FCSSConfig, build_fcss
@@ -74,6 +75,7 @@ def build(cfg: Mapping, backbone_name: str) -> FCSS:
     return build_fcss(settings(cfg).model, backbone)
 
 
+@reads("seed", "weights", "fcss", "dataset")
 def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, out_init: str | Path | None = None) -> None:
     """Train on the training split's pairs and their object regions; checkpoints beside ``out_weights``;
     ``out_init``: the untrained model's weights (the ``fcss@init`` row). The sampling shifts train at
@@ -98,6 +100,7 @@ def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, out_init: s
                  layers=list(model.layers), train=asdict(train_cfg))
 
 
+@reads("seed", "weights", "fcss", "evaluation", "image", "dataset")
 def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json, method: str = "fcss") -> None:
     """Nearest-neighbour keypoint transfer on FCSS descriptors of the evaluation pairs (``method``: the
     name written, e.g. ``fcss@init`` for the initial weights)."""

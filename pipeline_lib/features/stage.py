@@ -9,7 +9,7 @@ from typing import Mapping
 
 from ..backbones import Backbone, build_backbone, build_from_checkpoint, checkpoint_key, resolve_device
 from ..provenance import provenance
-from ..settings import Settings
+from ..settings import Settings, reads
 from ..stage_io import load_images
 from .store import extract_features
 
@@ -26,11 +26,13 @@ def _extract(cfg: Mapping, backbone: Backbone, out_path: str | Path, extra_attrs
                      extra_attrs=extra_attrs)
 
 
+@reads("image", "features", "weights", "dataset")
 def extract(cfg: Mapping, backbone_name: str, out_path: str | Path) -> None:
     """Every image's features from the named backbone (its weights file from ``weights`` where it needs one)."""
     _extract(cfg, build_backbone(backbone_name, weights_path=Settings(cfg).weights.get(backbone_name)), out_path)
 
 
+@reads("image", "features", "dataset")
 def extract_encoder(cfg: Mapping, checkpoint: str | Path, out_path: str | Path) -> str:
     """Features of every image from a Siamese checkpoint's encoder (the full chain), like any backbone; the
     store is keyed by the checkpoint's sha256 (:mod:`.keyed`). Returns the key."""

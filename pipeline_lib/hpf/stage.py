@@ -24,7 +24,7 @@ from ..features import FeatureStore, open_features
 from ..methods import Predictor, nn_predictor
 from ..provenance import provenance
 from ..protocols import learned_from
-from ..settings import HPFSection, Settings
+from ..settings import HPFSection, Settings, reads
 from ..stage_io import load_dataset
 from .beam_search import encode_layers
 from .matcher import HyperpixelMatcher, MatchParams
@@ -98,6 +98,7 @@ def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Pa
              best_score, record["best_nn_layer"])
 
 
+@reads("seed", "dataset", "hpf", "evaluation")
 def search_layers(cfg: Mapping, features: str | Path, out_json, out_csv, out_png,
                   checkpoint: str | Path | None = None) -> None:
     """The layer search stage on a backbone's features, or on the trained encoder's (``checkpoint``: the

@@ -30,7 +30,7 @@ from ..evaluation.summary import write_csv
 from ..features import FeatureStore
 from ..kernels.hyperpixels import build_hyperpixels
 from ..provenance import provenance
-from ..settings import Settings
+from ..settings import Settings, reads
 from ..stage_io import load_dataset
 from .measures import keypoint_label_agreement, keypoint_part_ami
 from .plots import plot_convergence, plot_label_maps
@@ -93,6 +93,7 @@ def keypoint_cells(kps: np.ndarray, valid: np.ndarray, sizes, grid: int) -> np.n
     return cells
 
 
+@reads("seed", "manifold", "dataset")
 def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Path, out_kfd: str | Path,
           out_labels_png: str | Path, out_convergence_png: str | Path) -> None:
     index = load_dataset(cfg)
@@ -138,6 +139,7 @@ SUMMARY_COLUMNS = ("category", "n_images", "grid", "n_iter", "converged", "secon
                    "agreement_learned", "ami_raw_hac", "ami_learned")
 
 
+@reads("seed", "dataset")
 def summarise(cfg: Mapping, stores, out_csv: str | Path) -> None:
     """One row per category: iterations, convergence, time, and part separation at the annotated
     keypoints (agreement and AMI, :mod:`.measures`) of the raw-feature clustering (iteration 0)

@@ -43,6 +43,7 @@ class Method:
     predictor: str | None = None
     runs_as: str | None = None
     predict: str | None = None
+    reads: tuple[str, ...] = ()  # config sections its predictor reads besides the predict stage's own
 
     @property
     def variant(self) -> str:
@@ -54,21 +55,23 @@ class Method:
 
 
 METHODS: tuple[Method, ...] = (
-    Method("nn", "predict_nn", (FEATURES,), "NN baseline on nn.layer", "pipeline_lib.methods.stage:nn_method"),
+    Method("nn", "predict_nn", (FEATURES,), "NN baseline on nn.layer", "pipeline_lib.methods.stage:nn_method",
+           reads=("nn",)),
     Method("nn_best_layer", "predict_hpf", (FEATURES, SEARCH),
-           "NN baseline on its best single layer on the validation split", "pipeline_lib.hpf.stage:predictor"),
+           "NN baseline on its best single layer on the validation split", "pipeline_lib.hpf.stage:predictor",
+           reads=("hpf",)),
     Method("hpf", "predict_hpf", (FEATURES, SEARCH), "RHM on beam-searched hyperpixels (Min et al. 2019)",
-           "pipeline_lib.hpf.stage:predictor"),
+           "pipeline_lib.hpf.stage:predictor", reads=("hpf",)),
     Method("hpf_nn", "predict_hpf", (FEATURES, SEARCH), "NN on the same hyperpixels (what RHM adds)",
-           "pipeline_lib.hpf.stage:predictor"),
+           "pipeline_lib.hpf.stage:predictor", reads=("hpf",)),
     Method("hpf_single", "predict_hpf", (FEATURES, SEARCH), "RHM on the best single layer of the search",
-           "pipeline_lib.hpf.stage:predictor"),
+           "pipeline_lib.hpf.stage:predictor", reads=("hpf",)),
     Method("siamese", "predict_siamese", (PSEUDO_FLOW, TRAINED),
            "Siamese flow network trained on pseudo ground truth (Gaur & Manjunath 2017)",
            predict="pipeline_lib.siamese.stage:predict"),
     Method("gaur_hpf", "predict_gaur_hpf", (ENCODER, SEARCH, PSEUDO_FLOW),
            "hpf on the Siamese-trained encoder's features (the full chain)", "pipeline_lib.hpf.stage:predictor",
-           runs_as="hpf"),
+           runs_as="hpf", reads=("hpf",)),
     Method("sfnet", "predict_sfnet", (TRAINED,), "SFNet (Lee et al. 2019)", predict="pipeline_lib.sfnet.stage:predict"),
     Method("cnngeometric", "predict_cnngeometric", (TRAINED,),
            "CNNGeometric (Rocco et al. 2017): affine + TPS regression trained on synthetic warps",
@@ -95,6 +98,11 @@ def method(name: str) -> Method:
 def predicted_by(rule: str) -> tuple[str, ...]:
     """Names of the methods whose predictions ``rule`` writes (its ``method`` wildcard's values)."""
     return tuple(m.name for m in METHODS if m.rule == rule)
+
+
+def reads_of_rule(rule: str) -> tuple[str, ...]:
+    """The config sections the predictors of ``rule``'s methods read (its rerun params add them)."""
+    return tuple(sorted({r for m in METHODS if m.rule == rule for r in m.reads}))
 
 
 def _load(spec: str) -> Callable:
@@ -134,4 +142,4 @@ def base_method(row_method: str) -> str:
 
 
 __all__ = ["Method", "METHODS", "METHOD_NAMES", "TRAINED_METHODS", "PSEUDO_GT_METHODS", "INIT_SUFFIX", "method",
-           "predicted_by", "predictor_factory", "predict_stage", "evaluated_methods", "base_method"]
+           "predicted_by", "reads_of_rule", "predictor_factory", "predict_stage", "evaluated_methods", "base_method"]

@@ -14,7 +14,7 @@ from ..backbones import resolve_device
 from ..features import FeatureStore, open_features, require_key
 from ..pair_prediction import predict_pairs
 from ..protocols import refuse_seen
-from ..settings import Settings
+from ..settings import Settings, reads
 from ..stage_io import eval_pairs, finish_predictions, load_dataset
 from . import Predictor, nn_predictor
 from .registry import ENCODER, SEARCH, method as registry_entry, predictor_factory
@@ -26,6 +26,7 @@ def nn_method(method: str, cfg: Mapping, store: FeatureStore, search_json, devic
     return nn_predictor(store, layer, device), {"layer": store.resolve_layer(layer)}
 
 
+@reads("seed", "dataset", "evaluation")
 def predict(cfg: Mapping, method: str, features: str | Path, out_csv: str | Path, meta_json: str | Path,
             search_json: str | Path | None = None, checkpoint: str | Path | None = None) -> None:
     """Run a feature-based method on the evaluation pairs and write its predictions.

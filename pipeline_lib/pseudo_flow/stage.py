@@ -35,7 +35,7 @@ from ..evaluation.summary import read_csv, write_csv
 from ..features import FeatureStore
 from ..manifold.stage import grid_features
 from ..provenance import provenance
-from ..settings import Settings
+from ..settings import Settings, reads
 from ..stage_io import load_dataset
 from .construct import FEATURE_SOURCES, matching_features, part_chance_flow, pseudo_flow, same_label_flow
 from .quality import pair_quality
@@ -101,6 +101,7 @@ def pair_flows(cfg: Mapping, inp: CategoryInputs, names: Sequence[str]
         yield n, p, src_hw, trg_hw, flows
 
 
+@reads("seed", "pseudo_flow", "dataset")
 def make(cfg: Mapping, category: str, manifold_store: str | Path, features: str | Path,
          out_store: str | Path) -> None:
     """Store the configured construction (``pseudo_flow.features``) of every training pair: the Siamese
@@ -160,6 +161,7 @@ def score(cfg: Mapping, category: str, manifold_store: str | Path, features: str
              len(inp.pairs), mid, ", ".join(f"{c} {v:.1f}" for c, v in mean.items()), pc.features)
 
 
+@reads("seed", "pseudo_flow", "evaluation", "dataset")
 def score_all(cfg: Mapping, categories: Sequence[str], manifold_stores, features: str | Path, pseudo_flow_stores,
               out_qualities, out_summary: str | Path) -> None:
     """:func:`score` every category (the dataset indexed once), then :func:`summarise` them."""

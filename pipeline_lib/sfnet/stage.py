@@ -13,6 +13,7 @@ import torch
 from ..backbones import build_backbone, resolve_device
 from ..pair_prediction import on_images, predict_pairs
 from ..protocols import learned_from
+from ..settings import reads
 from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
 from ..training import resumable_settings, save_weights
 from .model import SFNet, build_sfnet
@@ -33,6 +34,7 @@ def build(cfg: Mapping, backbone_name: str) -> SFNet:
     return build_sfnet(settings(cfg).model, backbone)
 
 
+@reads("seed", "weights", "sfnet", "dataset")
 def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, out_init: str | Path | None = None) -> None:
     """Train on synthetic warps of the training split's images; checkpoints beside ``out_weights``;
     ``out_init``: the untrained model's weights (the ``sfnet@init`` row)."""
@@ -54,6 +56,7 @@ def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, out_init: s
                  layers=list(model.layers), train=asdict(s.train))
 
 
+@reads("seed", "weights", "sfnet", "evaluation", "dataset")
 def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json, method: str = "sfnet") -> None:
     """Keypoint transfer through the dense flow on the evaluation pairs (``method``: the name written,
     e.g. ``sfnet@init`` for the initial weights)."""

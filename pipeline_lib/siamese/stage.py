@@ -16,7 +16,7 @@ from ..backbones import build_backbone, resolve_device
 from ..pair_prediction import on_images, predict_pairs
 from ..config import plain, section
 from ..protocols import learned_from, refuse_seen
-from ..settings import Settings, SiameseSection
+from ..settings import Settings, SiameseSection, reads
 from ..stage_io import eval_pairs, finish_predictions, load_dataset, write_meta
 from ..training import TrainConfig, fit, load_checkpoint, resumable_settings, save_weights
 from .augment import AugmentConfig
@@ -66,6 +66,7 @@ def train_config(sc: SiameseSection, seed: int) -> TrainConfig:
     return TrainConfig(epochs=sc.epochs, lr=sc.lr, batch_size=sc.batch_size, seed=seed, lr_groups=groups)
 
 
+@reads("seed", "weights", "siamese", "pseudo_flow", "manifold", "dataset")
 def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | Path], out_weights: str | Path,
           out_init: str | Path | None = None) -> None:
     """Train on the stored pseudo flow of the training pairs (the make_pseudo_flow stage); checkpoints
@@ -121,6 +122,7 @@ def load_model(cfg: Mapping, backbone_name: str, weights: str | Path, device) ->
     return model.to(device).eval()
 
 
+@reads("seed", "weights", "siamese", "evaluation", "dataset")
 def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json, method: str = "siamese"
             ) -> None:
     """Keypoint transfer of the evaluation pairs with the network in ``weights``, written under the method

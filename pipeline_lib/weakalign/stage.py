@@ -23,6 +23,7 @@ from ..backbones import build_backbone, checkpoint_key, resolve_device
 from ..config import ConfigError, section
 from ..pair_prediction import on_images, predict_pairs
 from ..protocols import learned_from, merge_learned, read_learned
+from ..settings import reads
 from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
 from ..training import TrainConfig, load_checkpoint, resumable_settings, save_weights
 from .model import WeakAlign, build_weakalign
@@ -78,6 +79,7 @@ def load_init(model: WeakAlign, init_from: str | Path) -> WeakAlign:
     return model
 
 
+@reads("seed", "weights", "cnngeometric", "weakalign", "dataset")
 def train_cnngeometric(cfg: Mapping, backbone_name: str, out_weights: str | Path,
                        out_init: str | Path | None = None) -> None:
     """CNNGeometric: regression heads trained on synthetic warps of the training split's images;
@@ -105,6 +107,7 @@ def train_cnngeometric(cfg: Mapping, backbone_name: str, out_weights: str | Path
                  identity_grid_loss=floor, train=asdict(train_cfg))
 
 
+@reads("seed", "weights", "weakalign", "dataset")
 def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, init_from: str | Path | None = None,
           out_init: str | Path | None = None) -> None:
     """WeakAlign: fine-tune on the training split's pairs (category labels only) from the CNNGeometric
@@ -134,6 +137,7 @@ def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, init_from: 
                  layer=model.layer, train=asdict(s.train), **start)
 
 
+@reads("seed", "weights", "weakalign", "evaluation", "dataset")
 def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json,
             method: str = WEAKALIGN) -> None:
     """Keypoint transfer by the estimated affine + TPS transforms on the evaluation pairs; ``method`` is the

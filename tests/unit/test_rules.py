@@ -61,3 +61,24 @@ def test_every_torch_rule_asks_for_a_gpu_when_the_resolved_device_is_cuda():
         assert ("gpu=GPUS" in block) == (name not in CPU_RULES), name
     common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
     assert 'config["device"] == "auto" and torch.cuda.is_available()' in common  # auto asks too, where CUDA is seen
+
+
+def test_each_rules_params_are_the_sections_its_stage_declares():
+    """A rule's rerun params start from ``*reads_of(stage)``, and that stage is the one its script runs."""
+    from pipeline_lib.methods.registry import METHODS
+    from pipeline_lib.settings import reads_of
+
+    for name, block in rule_blocks().items():
+        m = re.search(r'cfg=cfg_params\(\s*\*reads_of\("([\w.]+):(\w+)"\)', block)
+        assert m, f"rule {name}: its params are not derived from its stage's @reads"
+        module, function = m.groups()
+        assert reads_of(f"{module}:{function}"), name
+        script = (ROOT / "workflow" / "scripts" / re.search(r'"\.\./scripts/(\w+\.py)"', block).group(1)).read_text()
+        if "predict_stage(method)" in script:  # the trained methods' one script: the registry names the stage
+            method = re.search(r'method="(\w+)"', block).group(1)
+            assert next(x.predict for x in METHODS if x.name == method) == f"{module}:{function}", name
+        else:
+            package, leaf = module.rsplit(".", 1)
+            direct = re.search(rf"from {re.escape(module)} import .*\b{function}\b", script)
+            via_module = re.search(rf"from {re.escape(package)} import {leaf}\b", script) and f"{leaf}.{function}(" in script
+            assert direct or via_module, (name, module, function)

@@ -100,3 +100,19 @@ def test_where_the_schema_takes_a_papers_value_it_equals_the_named_constant():
              ("cnngeometric", "lr"): cnngeometric.PAPER_LR, ("cnngeometric", "batch_size"): cnngeometric.PAPER_BATCH_SIZE}
     for path, constant in pairs.items():
         assert schema_default(*path) == constant, path
+
+
+def test_reads_of_finds_the_declaration_without_importing_and_names_a_missing_one(tmp_path, monkeypatch):
+    import sys
+
+    from pipeline_lib import settings
+
+    sys.modules.pop("pipeline_lib.fcss.stage", None)
+    assert settings.reads_of("pipeline_lib.hpf.stage:search_layers") == ("seed", "dataset", "hpf", "evaluation")
+    assert settings.reads_of("pipeline_lib.fcss.stage:predict")[-1] == "dataset"
+    assert "pipeline_lib.fcss.stage" not in sys.modules  # read from the source, not imported
+    with pytest.raises(ValueError, match=r"pipeline_lib.hpf.stage:predictor .* declares no @reads"):
+        settings.reads_of("pipeline_lib.hpf.stage:predictor")
+    with pytest.raises(ValueError, match="no function nope"):
+        settings.reads_of("pipeline_lib.hpf.stage:nope")
+    assert settings.reads("seed", "hpf")(lambda cfg: None).config_sections == ("seed", "hpf")

@@ -7,7 +7,10 @@ rule extract_siamese_features:
     output:
         store=directory(f"{DATA}/{{backbone}}/chain/features.zarr"),
     params:
-        cfg=cfg_params("image", "features", dataset_keys=("kind", "root", "pairs_csv")),
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.features.stage:extract_encoder"),
+            dataset_keys=("kind", "root", "pairs_csv"),
+        ),
     log:
         f"{LOGS}/extract_siamese_features/{LOGD}/{{backbone}}.log",
     benchmark:
@@ -36,7 +39,7 @@ rule search_gaur_layers:
             labels={"dataset": D, "backbone": "{backbone}"},
         ),
     params:
-        cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=TABLE_ALPHAS),
+        cfg=cfg_params(*reads_of("pipeline_lib.hpf.stage:search_layers"), drop=TABLE_ALPHAS),
     log:
         f"{LOGS}/search_gaur_layers/{LOGD}/{{backbone}}.log",
     benchmark:
@@ -59,7 +62,11 @@ rule predict_gaur_hpf:
         predictions=f"{DATA}/{{backbone}}/methods/gaur_hpf/predictions.csv",
         meta=f"{DATA}/{{backbone}}/methods/gaur_hpf/predict_meta.json",
     params:
-        cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=SCORING_ONLY),
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.methods.stage:predict"),
+            *reads_of_rule("predict_gaur_hpf"),
+            drop=SCORING_ONLY,
+        ),
         method="gaur_hpf",
     log:
         f"{LOGS}/predict_gaur_hpf/{LOGD}/{{backbone}}.log",

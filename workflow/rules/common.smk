@@ -3,8 +3,9 @@ import json
 
 import torch
 
-from pipeline_lib.methods.registry import INIT_SUFFIX, PSEUDO_GT_METHODS, evaluated_methods, predicted_by
+from pipeline_lib.methods.registry import INIT_SUFFIX, PSEUDO_GT_METHODS, evaluated_methods, predicted_by, reads_of_rule
 from pipeline_lib.protocols import fold_names
+from pipeline_lib.settings import reads_of
 from pipeline_lib.stage_io import categories, dataset_fingerprints, feature_key
 
 R = config["results_dir"]
@@ -59,7 +60,8 @@ def trained_outputs(method):
 
 
 def cfg_params(*keys, dataset_keys=None, drop=None):
-    """The config sections a rule depends on, as one canonical string (a params rerun trigger).
+    """The config sections a rule depends on, as one canonical string (a params rerun trigger): ``keys`` are
+    what its stage declares it reads (``*reads_of("module:function")``, the stage's ``@reads``).
 
     ``dataset_keys`` narrows the dataset section to the keys that matter to the rule; ``drop`` maps a
     section to keys the rule does not read (e.g. prediction-only keys of a training rule)."""

@@ -2,7 +2,7 @@ rule generate_demo:
     output:
         directory(f"{BASE}/data"),
     params:
-        cfg=cfg_params("seed", "demo"),
+        cfg=cfg_params(*reads_of("pipeline_lib.datasets.stage:generate_demo")),
     log:
         f"{LOGS}/generate_demo/{D}.log",
     benchmark:
@@ -21,7 +21,7 @@ rule index_dataset:
         pairs=f"{BASE}/index/pairs.csv",
         meta=f"{BASE}/index/meta.json",
     params:
-        cfg=cfg_params("seed", "dataset"),
+        cfg=cfg_params(*reads_of("pipeline_lib.datasets.stage:index_dataset")),
         # the content of every file of the dataset: an edited image, annotation or pair list reruns the
         # index and everything after it (a params change); an unchanged copy reruns nothing
         data=FINGERPRINTS["data"],

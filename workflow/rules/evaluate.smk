@@ -34,7 +34,7 @@ rule evaluate:
             labels={"dataset": D, "backbone": "{backbone}", "what": "table"},
         ),
     params:
-        cfg=cfg_params("seed", "dataset", "evaluation", "image"),
+        cfg=cfg_params(*reads_of("pipeline_lib.evaluation.stage:evaluate_and_aggregate")),
         methods=EVALUATED,
     log:
         f"{LOGS}/evaluate/{LOGD}/{{backbone}}.log",
@@ -78,7 +78,7 @@ if FOLDS:
                 labels={"dataset": D, "backbone": "{backbone}", "what": "table"},
             ),
         params:
-            cfg=cfg_params("seed", "dataset", "evaluation", "image"),
+            cfg=cfg_params(*reads_of("pipeline_lib.evaluation.stage:pool_category_folds")),
             methods=EVALUATED,
             folds=FOLDS,
         log:

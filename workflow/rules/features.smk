@@ -4,7 +4,10 @@ rule extract_features:
     output:
         store=directory(f"{FEAT}/{{backbone}}.zarr"),
     params:
-        cfg=cfg_params("image", "features", "weights", dataset_keys=("kind", "root", "pairs_csv")),
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.features.stage:extract"),
+            dataset_keys=("kind", "root", "pairs_csv"),
+        ),
         images=FINGERPRINTS["images"],  # a replaced image re-extracts; an edited pair list does not
     log:
         f"{LOGS}/extract_features/{FEAT_ID}/{{backbone}}.log",

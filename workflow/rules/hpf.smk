@@ -12,7 +12,7 @@ rule search_hyperpixel_layers:
             labels={"dataset": D, "backbone": "{backbone}"},
         ),
     params:
-        cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=TABLE_ALPHAS),
+        cfg=cfg_params(*reads_of("pipeline_lib.hpf.stage:search_layers"), drop=TABLE_ALPHAS),
     log:
         f"{LOGS}/search_hyperpixel_layers/{LOGD}/{{backbone}}.log",
     benchmark:
@@ -36,7 +36,11 @@ rule predict_hpf:
     wildcard_constraints:
         method="|".join(predicted_by("predict_hpf")),
     params:
-        cfg=cfg_params("seed", "dataset", "hpf", "evaluation", drop=SCORING_ONLY),
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.methods.stage:predict"),
+            *reads_of_rule("predict_hpf"),
+            drop=SCORING_ONLY,
+        ),
     log:
         f"{LOGS}/predict_hpf/{LOGD}/{{backbone}}/{{method}}.log",
     benchmark:

@@ -19,7 +19,7 @@ rule train_sfnet:
             subcategory="sfnet",
         ),
     params:
-        cfg=cfg_params("seed", "weights", "sfnet", dataset_keys=("kind", "root", "split")),
+        cfg=cfg_params(*reads_of("pipeline_lib.sfnet.stage:train"), dataset_keys=("kind", "root", "split")),
     log:
         f"{LOGS}/train_sfnet/{LOGD}/{{backbone}}.log",
     benchmark:
@@ -42,7 +42,9 @@ rule predict_sfnet:  # sfnet and sfnet@init: trained and initial weights, one jo
     params:
         method="sfnet",
         cfg=cfg_params(
-            "seed", "weights", "sfnet", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
+            *reads_of("pipeline_lib.sfnet.stage:predict"),
+            dataset_keys=("kind", "root", "split"),
+            drop=SCORING_ONLY,
         ),
     log:
         f"{LOGS}/predict_sfnet/{LOGD}/{{backbone}}.log",
@@ -73,10 +75,7 @@ rule train_cnngeometric:
     params:
         # the network's architecture is the weakalign section's; its fine-tuning keys do not matter here
         cfg=cfg_params(
-            "seed",
-            "weights",
-            "cnngeometric",
-            "weakalign",
+            *reads_of("pipeline_lib.weakalign.stage:train_cnngeometric"),
             dataset_keys=("kind", "root", "split"),
             drop={"weakalign": ("epochs", "lr", "batch_size", "weight_decay", "swap_prob", "flip_prob",
                                 "crop_fraction", "threshold_cells", "normalise", "transfer")},
@@ -104,7 +103,9 @@ rule predict_cnngeometric:
     params:
         method="cnngeometric",
         cfg=cfg_params(
-            "seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
+            *reads_of("pipeline_lib.weakalign.stage:predict"),
+            dataset_keys=("kind", "root", "split"),
+            drop=SCORING_ONLY,
         ),
     log:
         f"{LOGS}/predict_cnngeometric/{LOGD}/{{backbone}}.log",
@@ -135,7 +136,10 @@ rule train_weakalign:
             subcategory="weakalign",
         ),
     params:
-        cfg=cfg_params("seed", "weights", "weakalign", dataset_keys=("kind", "root", "split")),
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.weakalign.stage:train"),
+            dataset_keys=("kind", "root", "split"),
+        ),
     log:
         f"{LOGS}/train_weakalign/{LOGD}/{{backbone}}.log",
     benchmark:
@@ -159,7 +163,9 @@ rule predict_weakalign:
     params:
         method="weakalign",
         cfg=cfg_params(
-            "seed", "weights", "weakalign", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
+            *reads_of("pipeline_lib.weakalign.stage:predict"),
+            dataset_keys=("kind", "root", "split"),
+            drop=SCORING_ONLY,
         ),
     log:
         f"{LOGS}/predict_weakalign/{LOGD}/{{backbone}}.log",
@@ -188,7 +194,11 @@ rule train_fcss:
             subcategory="fcss",
         ),
     params:
-        cfg=cfg_params("seed", "weights", "fcss", dataset_keys=("kind", "root", "split"), drop={"fcss": ("longer_side",)}),
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.fcss.stage:train"),
+            dataset_keys=("kind", "root", "split"),
+            drop={"fcss": ("longer_side",)},
+        ),
     log:
         f"{LOGS}/train_fcss/{LOGD}/{{backbone}}.log",
     benchmark:
@@ -212,7 +222,9 @@ rule predict_fcss:
     params:
         method="fcss",
         cfg=cfg_params(
-            "seed", "weights", "fcss", "evaluation", "image", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
+            *reads_of("pipeline_lib.fcss.stage:predict"),
+            dataset_keys=("kind", "root", "split"),
+            drop=SCORING_ONLY,
         ),
     log:
         f"{LOGS}/predict_fcss/{LOGD}/{{backbone}}.log",

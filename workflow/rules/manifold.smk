@@ -18,7 +18,10 @@ rule learn_manifold:
             subcategory="{category}",
         ),
     params:
-        cfg=cfg_params("seed", "manifold", dataset_keys=("kind", "root", "pairs_csv", "split")),
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.manifold.stage:learn"),
+            dataset_keys=("kind", "root", "pairs_csv", "split"),
+        ),
     log:
         f"{LOGS}/learn_manifold/{D}/{{backbone}}/{{category}}.log",
     benchmark:
@@ -39,7 +42,11 @@ rule summarise_manifold:
     output:
         csv=f"{BASE}/{{backbone}}/manifold/summary.csv",
     params:
-        cfg=cfg_params("seed", dataset_keys=("kind", "root", "pairs_csv", "split")),  # keypoints of the images
+        # the keypoints of the images, at which it scores the labels
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.manifold.stage:summarise"),
+            dataset_keys=("kind", "root", "pairs_csv", "split"),
+        ),
     log:
         f"{LOGS}/summarise_manifold/{D}/{{backbone}}.log",
     benchmark:

@@ -6,7 +6,11 @@ rule predict_nn:
         predictions=f"{DATA}/{{backbone}}/methods/nn/predictions.csv",
         meta=f"{DATA}/{{backbone}}/methods/nn/predict_meta.json",
     params:
-        cfg=cfg_params("seed", "dataset", "nn", "evaluation", drop=SCORING_ONLY),
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.methods.stage:predict"),
+            *reads_of_rule("predict_nn"),
+            drop=SCORING_ONLY,
+        ),
         method="nn",
     log:
         f"{LOGS}/predict_nn/{LOGD}/{{backbone}}.log",

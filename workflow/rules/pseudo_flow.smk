@@ -8,7 +8,10 @@ rule make_pseudo_flow:
     output:
         store=directory(f"{BASE}/{{backbone}}/pseudo_flow/{{category}}/pseudo_flow.zarr"),
     params:
-        cfg=cfg_params("seed", "pseudo_flow", dataset_keys=("kind", "root", "pairs_csv", "split")),
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.pseudo_flow.stage:make"),
+            dataset_keys=("kind", "root", "pairs_csv", "split"),
+        ),
     log:
         f"{LOGS}/make_pseudo_flow/{D}/{{backbone}}/{{category}}.log",
     benchmark:
@@ -39,7 +42,10 @@ rule score_pseudo_flow:
         quality=expand(f"{BASE}/{{{{backbone}}}}/pseudo_flow/{{category}}/quality.csv", category=categories(config)),
         csv=f"{BASE}/{{backbone}}/pseudo_flow/quality_summary.csv",
     params:
-        cfg=cfg_params("seed", "pseudo_flow", "evaluation", dataset_keys=("kind", "root", "pairs_csv", "split")),
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.pseudo_flow.stage:score_all"),
+            dataset_keys=("kind", "root", "pairs_csv", "split"),
+        ),
         categories=categories(config),
     log:
         f"{LOGS}/score_pseudo_flow/{D}/{{backbone}}.log",

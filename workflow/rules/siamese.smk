@@ -18,8 +18,11 @@ rule train_siamese:
             subcategory="siamese",
         ),
     params:
-        cfg=cfg_params("seed", "weights", "siamese", "pseudo_flow", "manifold", dataset_keys=("kind", "root", "split"),
-                       drop={"siamese": ("retrieval_top_k",)}),  # a prediction-only key: never retrains
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.siamese.stage:train"),
+            dataset_keys=("kind", "root", "split"),
+            drop={"siamese": ("retrieval_top_k",)},  # a prediction-only key: never retrains
+        ),
     log:
         f"{LOGS}/train_siamese/{LOGD}/{{backbone}}.log",
     benchmark:
@@ -44,7 +47,9 @@ rule predict_siamese:
     params:
         method="siamese",
         cfg=cfg_params(
-            "seed", "weights", "siamese", "evaluation", dataset_keys=("kind", "root", "split"), drop=SCORING_ONLY
+            *reads_of("pipeline_lib.siamese.stage:predict"),
+            dataset_keys=("kind", "root", "split"),
+            drop=SCORING_ONLY,
         ),
     log:
         f"{LOGS}/predict_siamese/{LOGD}/{{backbone}}.log",
