@@ -116,3 +116,15 @@ def test_reads_of_finds_the_declaration_without_importing_and_names_a_missing_on
     with pytest.raises(ValueError, match="no function nope"):
         settings.reads_of("pipeline_lib.hpf.stage:nope")
     assert settings.reads("seed", "hpf")(lambda cfg: None).config_sections == ("seed", "hpf")
+
+
+def test_the_algorithm_parameter_classes_default_to_the_schema():
+    """Classes a stage builds from a section (Gaur et al.'s Algorithm 1 parameters) keep cited defaults of
+    their own for direct use; they must equal the schema's."""
+    from pipeline_lib.manifold.algorithm1 import ManifoldConfig
+
+    props = load_schema()["properties"]["manifold"]["properties"]
+    shared = [f for f in fields(ManifoldConfig) if f.name in props]
+    assert len(shared) == len(fields(ManifoldConfig)) - 1  # all but the seed (top-level)
+    for f in shared:
+        assert f.default == schema_default("manifold", f.name), f.name
