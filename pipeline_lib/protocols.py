@@ -77,7 +77,7 @@ def with_train_dataset(cfg: Mapping, index: DatasetIndex, check_content: bool = 
                             f"categories.")
     index.images = {**index.images, **train.images}
     index.pairs = [replace(p, split="test") for p in index.pairs] + list(train.pairs)
-    index.skipped += [(f"train_dataset: {a}", b) for a, b in train.skipped]
+    index.skipped += [s._replace(where=f"train_dataset: {s.where}") for s in train.skipped]
     return index
 
 

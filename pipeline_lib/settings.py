@@ -209,6 +209,7 @@ class SFNetSection:
     lambda_flow: float = schema_default("sfnet", "lambda_flow")
     lambda_smooth: float = schema_default("sfnet", "lambda_smooth")
     mask_source: str = schema_default("sfnet", "mask_source")
+    synthetic_fraction: float = schema_default("sfnet", "synthetic_fraction")
     epochs: int = schema_default("sfnet", "epochs")
     lr: float = schema_default("sfnet", "lr")
     batch_size: int = schema_default("sfnet", "batch_size")

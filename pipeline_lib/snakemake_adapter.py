@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -12,13 +13,19 @@ import torch
 from .methods.registry import INIT_SUFFIX
 from .protocols import fold_view
 
+# cuBLAS is deterministic only with a fixed workspace (torch docs, "Reproducibility"; CUDA >= 10.2).
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+
 
 def fix_threads(n: int) -> int:
     """Reproducible numerics: torch uses exactly the rule's ``threads`` (a float reduction's result
     depends on how it is split over threads, so an unpinned count differs between a laptop, a cluster
-    node and a job sharing its node), and deterministic algorithms where torch has them."""
+    node and a job sharing its node), and deterministic algorithms where torch has them (on CUDA, cuBLAS
+    needs a fixed workspace for that, set before its first use; cuDNN's autotuner stays off)."""
     n = max(1, int(n))
     torch.set_num_threads(n)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
+    torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
     return n
 

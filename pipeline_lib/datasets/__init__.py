@@ -6,8 +6,9 @@ from dataclasses import replace
 from typing import Callable
 
 from . import demo, pf_pascal, pf_willow, spair
-from .base import DatasetError, DatasetIndex, ImageRecord, Pair, keypoint_box, load_mask, load_rgb
-from .pairs import assign_category_fold_split, assign_image_disjoint_split, category_folds
+from .base import DatasetError, DatasetIndex, ImageRecord, Pair, SkippedPair, keypoint_box, load_mask, load_rgb
+from .pairs import (assign_category_fold_split, assign_image_disjoint_split, category_folds, training_image_ids,
+                    training_pairs)
 
 LOADERS: dict[str, Callable[..., DatasetIndex]] = {
     "demo": demo.load,
@@ -50,12 +51,14 @@ def open_dataset(kind: str, root, name: str | None = None, pairs_csv: str = "", 
         index.pairs = assign_category_fold_split(index.pairs, fold, category_folds(index.categories(), folds, seed),
                                                  val_fraction, seed)
     elif split_mode == "image_disjoint":
+        n = len(index.pairs)
         index.pairs = assign_image_disjoint_split(index.pairs, index.images, train_fraction, val_fraction, seed)
+        index.n_split_dropped = n - len(index.pairs)
     elif split_mode == "all_test":
         index.pairs = [replace(p, split="test") for p in index.pairs]
     # "given": keep the layout's own split (demo, PF-PASCAL, SPair-71k).
     return index
 
 
-__all__ = ["DatasetError", "DatasetIndex", "ImageRecord", "Pair", "LOADERS", "open_dataset", "keep_categories", "category_folds", "keypoint_box",
-           "load_rgb", "load_mask"]
+__all__ = ["DatasetError", "DatasetIndex", "ImageRecord", "Pair", "SkippedPair", "LOADERS", "open_dataset", "keep_categories", "category_folds", "keypoint_box",
+           "load_rgb", "load_mask", "training_pairs", "training_image_ids"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -86,13 +86,23 @@ class Pair:
     trg_box: np.ndarray | None = None
 
 
+class SkippedPair(NamedTuple):
+    """A pair candidate that failed validation in ``on_bad_pair: skip`` mode: where it is (file and row, or
+    pair id), why, and its category where the candidate names one ("" when not even that could be read)."""
+
+    where: str
+    reason: str
+    category: str = ""
+
+
 @dataclass
 class DatasetIndex:
     name: str
     kind: str
     images: dict[str, ImageRecord]
     pairs: list[Pair]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[SkippedPair] = field(default_factory=list)
+    n_split_dropped: int = 0  # image_disjoint: valid pairs whose two images fell into different splits
     flow_store: Path | None = None
 
     def categories(self) -> list[str]:

@@ -253,7 +253,7 @@ def load(root: str | Path, name: str = "demo", pairs_csv: str = "", on_bad_pair:
             trg = np.array([trg_d[k] for k in common]).reshape(-1, 2)
             return Pair(row["pair_id"], row["category"], row["src"], row["trg"], src, trg,
                         np.ones(len(common), dtype=bool), row["split"])
-        return row["pair_id"], build
+        return row["pair_id"], row.get("category") or "", build
 
     with (root / "pairs.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))

@@ -7,18 +7,21 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .base import DatasetError, DatasetIndex, ImageRecord, Pair, check_keypoints
+from .base import DatasetError, DatasetIndex, ImageRecord, Pair, SkippedPair, check_keypoints
 
 
-def collect_pairs(index: DatasetIndex, candidates: Iterable[tuple[str, Callable[[], Pair]]], on_bad_pair: str) -> None:
-    """Build each ``(where, make_pair)`` candidate (``where`` locates it: file and row, or pair id), validate it against its images and append it to ``index``.
+def collect_pairs(index: DatasetIndex, candidates: Iterable[tuple[str, str, Callable[[], Pair]]],
+                  on_bad_pair: str) -> None:
+    """Build each ``(where, category, make_pair)`` candidate (``where`` locates it: file and row, or pair id;
+    ``category`` as far as the candidate names one, "" if not), validate it against its images and append it to
+    ``index``.
 
-    ``on_bad_pair='error'`` re-raises the first DatasetError; ``'skip'`` records (pair, reason). A pair
+    ``on_bad_pair='error'`` re-raises the first DatasetError; ``'skip'`` records a :class:`SkippedPair`. A pair
     listed twice (predictions are keyed by pair id, so the second row would be scored with the first
     row's prediction), a self-pair and a pair across two categories are bad pairs too.
     """
     seen: dict[str, str] = {}
-    for where, make in candidates:
+    for where, category, make in candidates:
         try:
             pair = make()
             for key in (pair.src, pair.trg):
@@ -40,7 +43,7 @@ def collect_pairs(index: DatasetIndex, candidates: Iterable[tuple[str, Callable[
         except DatasetError as exc:
             if on_bad_pair == "error":
                 raise DatasetError(f"{exc} (or set dataset.on_bad_pair: skip to skip bad pairs)") from exc
-            index.skipped.append((where, str(exc)))
+            index.skipped.append(SkippedPair(where, str(exc), category))
             continue
         seen[pair.pair_id] = where
         index.pairs.append(pair)
@@ -117,3 +120,17 @@ def all_ordered_pairs(images: dict[str, ImageRecord]) -> list[tuple[str, str]]:
         ids = sorted(k for k, r in images.items() if r.category == cat)
         out += [(a, b) for a in ids for b in ids if a != b]
     return out
+
+
+def training_pairs(index: DatasetIndex, splits: Sequence[str] = ("train",), method: str = "training") -> list[Pair]:
+    """The dataset's pairs of ``splits`` (each of one category); ``method`` names the caller in the error."""
+    pairs = [p for p in index.pairs if p.split in splits]
+    if not pairs:
+        raise DatasetError(f"dataset {index.name}: no pair in split(s) {list(splits)}; {method} needs training "
+                           f"pairs (set dataset.split so that a train split exists).")
+    return pairs
+
+
+def training_image_ids(index: DatasetIndex, splits: Sequence[str] = ("train",), method: str = "training") -> list[str]:
+    """Sorted ids of the images that appear in pairs of ``splits``."""
+    return sorted({i for p in training_pairs(index, splits, method) for i in (p.src, p.trg)})

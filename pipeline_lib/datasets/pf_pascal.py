@@ -76,7 +76,7 @@ def load(root: str | Path, name: str = "pf-pascal", pairs_csv: str = "", on_bad_
                 raise DatasetError(f"{where}: keypoint count mismatch ({len(src)} vs {len(trg)}).")
             valid = np.isfinite(src).all(1) & np.isfinite(trg).all(1)
             return Pair(f"{split}:{a}->{b}", category, a, b, src, trg, valid, split, src_box, trg_box)
-        return where, make
+        return where, category, make
 
     collect_pairs(index, [candidate(*r) for r in rows], on_bad_pair)
     return index

@@ -83,8 +83,9 @@ def load(root: str | Path, name: str = "pf-willow", pairs_csv: str = "", on_bad_
             readable(a, b)
             return _pair(f"{a}->{b}", a, b, images, pts(a), pts(b))
 
-        candidates = [(f"{a}->{b}", lambda a=a, b=b: generated(a, b))
-                      for a, b in all_ordered_pairs({**images, **unreadable})]
+        everything = {**images, **unreadable}
+        candidates = [(f"{a}->{b}", everything[a].category, lambda a=a, b=b: generated(a, b))
+                      for a, b in all_ordered_pairs(everything)]
     collect_pairs(index, candidates, on_bad_pair)
     return index
 
@@ -112,6 +113,12 @@ def check_category(value: str | None, image_key: str, images, where: str) -> Non
     if value != images[image_key].category:
         raise DatasetError(f"{where}: category column says '{value}' but image '{image_key}' is in class folder "
                            f"'{images[image_key].category}'; fix the row's category or its image paths.")
+
+
+def _row_category(row: dict, root: Path) -> str:
+    """The class folder a CSV row's source image sits in, as far as the row can be read ("" if not)."""
+    parts = Path(str(row.get("source_image") or "")).parts
+    return parts[0] if len(parts) > 1 and (root / parts[0]).is_dir() else ""
 
 
 def _csv_candidates(csv_path: Path, root: Path, images, readable=lambda *keys: None):
@@ -145,4 +152,4 @@ def _csv_candidates(csv_path: Path, root: Path, images, readable=lambda *keys: N
                 raise DatasetError(f"{where}: malformed row ({exc}); expected source_image, target_image, "
                                    f"category, XA*, YA*, XB*, YB* columns.") from exc
             return _pair(f"{a}->{b}", a, b, images, src, trg)
-        yield f"{csv_path}, row {row_no}", make
+        yield f"{csv_path}, row {row_no}", _row_category(row, root), make

@@ -56,7 +56,7 @@ def load(root: str | Path, name: str = "spair", pairs_csv: str = "", on_bad_pair
                 valid = np.isfinite(src).all(1) & np.isfinite(trg).all(1)
                 return Pair(f"{split}:{path.stem}", category, keys[0], keys[1], src, trg, valid, split, *boxes)
 
-            candidates.append((str(path), make))
+            candidates.append((str(path), category, make))
     if not candidates:
         raise DatasetError(f"no pair annotations under {ann_root}/{{trn,val,test}}.")
     index = DatasetIndex(name=name, kind="spair", images=images, pairs=[])

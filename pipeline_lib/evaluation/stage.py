@@ -13,8 +13,8 @@ from ..protocols import fold_view, has_train_dataset
 from ..settings import EvaluationSection, Settings, reads
 from ..stage_io import eval_pairs, fold_table, load_dataset
 from .predictions import read_predictions
-from .summary import (PER_PAIR_COLUMNS, SUMMARY_COLUMNS, evaluate_predictions, pool_folds, read_csv, summarise,
-                      write_csv, write_summary_tables)
+from .summary import (PER_PAIR_COLUMNS, SUMMARY_COLUMNS, account_skipped, evaluate_predictions, pool_folds, read_csv,
+                      summarise, write_csv, write_summary_tables)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ def evaluate(cfg: Mapping, methods: Sequence[str], backbone: str, predictions: S
         meta = json.loads(Path(meta_path).read_text())
         summary = summarise(rows, row_facts(cfg, index, ev, backbone, meta.get("ms_per_pair", float("nan")),
                                             protocol(cfg)))
+        # a fold's own table leaves vanished categories to the pooled one (they may be another fold's)
+        summary = account_skipped(summary, index.skipped, add_vanished=Settings(cfg).dataset.split.fold is None)
         write_csv(per_pair_csv, rows, PER_PAIR_COLUMNS)
         write_csv(summary_csv, summary, SUMMARY_COLUMNS)
         out += summary
@@ -94,7 +96,8 @@ def pool_category_folds(cfg: Mapping, methods: Sequence[str], backbone: str, fol
         total = sum(k for _, k in per_fold_ms) or 1
         ms = sum(float(meta.get("ms_per_pair", float("nan"))) * k for meta, k in per_fold_ms) / total
         write_csv(per_pair_csvs[m], rows, PER_PAIR_COLUMNS + ("fold",))
-        out += summarise(rows, row_facts(cfg, index, ev, backbone, ms, "category_folds"))
+        out += account_skipped(summarise(rows, row_facts(cfg, index, ev, backbone, ms, "category_folds")),
+                               index.skipped)
     fold_rows = []
     for f in folds:
         view = load_dataset(fold_view(cfg, f))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..atomic import atomic_path, write_text
 from ..settings import EvaluationSection
-from ..datasets.base import ImageRecord, Pair
+from ..datasets.base import ImageRecord, Pair, SkippedPair
 from .pck import pck_counts, pck_threshold
 
 PER_PAIR_COLUMNS = ("method", "pair_id", "category", "split", "src", "trg", "alpha", "threshold",
@@ -61,6 +61,24 @@ def summarise(per_pair: Iterable[Mapping], extra: Mapping | None = None) -> list
     return out
 
 
+def account_skipped(summary: Sequence[Mapping], skipped: Sequence[SkippedPair],
+                    add_vanished: bool = True) -> list[dict]:
+    """Summary rows with each row's ``n_skipped``: the skipped pairs of its category (``all``: every skipped
+    pair). ``add_vanished``: a category none of whose pairs survived (every one skipped) gets rows of its own
+    (``n_pairs`` 0, PCK NaN) beside each method's ``all`` rows instead of vanishing from the table."""
+    per_category = Counter(s.category for s in skipped)
+    out = [{**r, "n_skipped": len(skipped) if r["category"] == "all" else per_category.get(r["category"], 0)}
+           for r in summary]
+    present = {r["category"] for r in summary}
+    vanished = sorted(c for c in per_category if c and c not in present) if add_vanished else []
+    empty = {"pck_per_pair": float("nan"), "pck_per_keypoint": float("nan"), "n_pairs": 0, "n_keypoints": 0}
+    added = [{**r, **empty, "category": c, "n_skipped": per_category[c]}
+             for c in vanished for r in out if r["category"] == "all"]
+    order = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in out))}
+    return sorted(out + added, key=lambda r: (order[r["method"]], r["category"] == "all", r["category"],
+                                              float(r["alpha"])))
+
+
 def pool_folds(per_pair_by_fold: Mapping[str, Sequence[Mapping]], expected_pairs: Sequence[str]) -> list[dict]:
     """One method's per-pair rows of every fold, pooled, each row marked with its ``fold``: every pair of
     ``expected_pairs`` (the dataset's) must be tested in exactly one fold, else ValueError naming the pair."""
@@ -98,6 +116,13 @@ def read_csv(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _cell(row: Mapping | None) -> str:
+    """A category's PCK cell: blank when the method has no row, '-' when every pair of it was skipped."""
+    if row is None:
+        return ""
+    return "-" if int(row["n_pairs"]) == 0 else f"{float(row['pck_per_pair']):.1f}"
+
+
 def markdown_table(summary: Sequence[Mapping]) -> str:
     """Methods as rows, PCK@alpha (per pair) on 'all' and each category as columns."""
     alphas = sorted({float(r["alpha"]) for r in summary})
@@ -109,7 +134,7 @@ def markdown_table(summary: Sequence[Mapping]) -> str:
     mid = alphas[len(alphas) // 2]
     for m in methods:
         cells = [m] + [f"{float(get[(m, 'all', a)]['pck_per_pair']):.1f}" for a in alphas]
-        cells += [f"{float(get[(m, c, mid)]['pck_per_pair']):.1f}" if (m, c, mid) in get else "" for c in cats]
+        cells += [_cell(get.get((m, c, mid))) for c in cats]
         lines.append("| " + " | ".join(cells) + " |")
     first = next((r for r in summary if r["category"] == "all"), summary[0] if summary else {})
     proto = (f"PCK (%) averaged per pair; threshold: alpha x max side of the target "
@@ -154,7 +179,7 @@ def plot_summary(summary: Sequence[Mapping], path: str | Path) -> None:
     rows = [r for r in summary if float(r["alpha"]) == mid]
     cats = sorted({r["category"] for r in rows} - {"all"}) + ["all"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    val = {(r["method"], r["category"]): float(r["pck_per_pair"]) for r in rows}
+    val = {(r["method"], r["category"]): float(r["pck_per_pair"]) for r in rows if int(r["n_pairs"]) > 0}
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cats) * max(1, len(methods)) / 2), 4))
     width = 0.8 / max(1, len(methods))
     x = np.arange(len(cats))

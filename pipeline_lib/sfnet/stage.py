@@ -11,6 +11,7 @@ from typing import Mapping
 import torch
 
 from ..backbones import build_backbone, resolve_device
+from ..datasets import training_pairs
 from ..pair_prediction import on_images, predict_pairs
 from ..protocols import learned_from
 from ..settings import reads
@@ -18,7 +19,7 @@ from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save
 from ..training import resumable_settings, save_weights
 from .model import SFNet, build_sfnet
 from .predict import sfnet_keypoint_fn
-from .train import SFNetSettings, load_images, settings_from_config, train_sfnet, training_image_ids
+from .train import SFNetSettings, load_images, pair_index, settings_from_config, train_sfnet, training_image_ids
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,20 @@ def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, out_init: s
     s = settings(cfg)
     index = load_dataset(cfg)
     ids = training_image_ids(index)
+    pairs = training_pairs(index, method="SFNet") if s.synthetic_fraction < 1 else []
     images, masks = load_images(index, ids, s.model.image_size, s.mask_source)
     device = resolve_device(cfg["device"])
     model = build(cfg, backbone_name)
     if out_init is not None:
         save_weights(model, out_init, {"method": "sfnet", "sfnet": dict(cfg["sfnet"]), "backbone": backbone_name,
                                        "initial": True})
-    log.info("SFNet: %d training images at %d px, %d epochs", len(ids), s.model.image_size, s.train.epochs)
+    log.info("SFNet: %d training images (%d real pairs, synthetic share %.2f) at %d px, %d epochs", len(ids),
+             len(pairs), s.synthetic_fraction, s.model.image_size, s.train.epochs)
     extra = {"sfnet": resumable_settings(cfg["sfnet"]), "backbone": backbone_name, "images": ids}
     result = train_sfnet(model, images, masks, s.train, Path(out_weights).parent, device, s.synthetic, s.loss,
-                         extra_fingerprint=extra)
-    save_trained(cfg, "sfnet", model, result, out_weights, device, learned_from(images=ids), backbone=backbone_name,
+                         extra_fingerprint=extra, pairs=pair_index(ids, pairs), synthetic_fraction=s.synthetic_fraction)
+    save_trained(cfg, "sfnet", model, result, out_weights, device, learned_from(pairs=pairs, images=ids),
+                 backbone=backbone_name,
                  n_images=len(ids),
                  layers=list(model.layers), train=asdict(s.train))
 

@@ -97,7 +97,8 @@ def exact_flow(theta: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, 
     return (q - p).float(), valid
 
 
-def _jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+def jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Colour jitter (Lee et al. Sec. 4.2): a random per-channel gain and a brightness bias, clamped to [0, 1]."""
     if strength == 0:
         return images
     b = images.shape[0]
@@ -125,6 +126,6 @@ def make_pairs(images: torch.Tensor, masks: torch.Tensor, cfg: SyntheticConfig,
     trg = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     trg_mask = (F.grid_sample(src_mask, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).float()
     flow, valid = exact_flow(theta, (h, w))
-    return SyntheticBatch(_jitter(src, cfg.color_jitter, generator), _jitter(trg, cfg.color_jitter, generator),
+    return SyntheticBatch(jitter(src, cfg.color_jitter, generator), jitter(trg, cfg.color_jitter, generator),
                           src_mask, trg_mask, theta, flow, valid)
 

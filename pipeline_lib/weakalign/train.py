@@ -27,7 +27,8 @@ from torch import nn
 
 from ..backbones import to_tensor
 from ..config import ConfigError, section
-from ..datasets import DatasetError, DatasetIndex, Pair, load_rgb
+from ..datasets import DatasetIndex, Pair, load_rgb
+from ..datasets import training_pairs as dataset_training_pairs
 from ..training import TrainConfig, TrainResult, fit
 from .losses import WeakAlignLossConfig, weakalign_loss
 from .model import WeakAlignConfig
@@ -105,11 +106,7 @@ def settings_from_config(weakalign: Mapping[str, Any], seed: int = 0) -> WeakAli
 
 def training_pairs(index: DatasetIndex, splits: Sequence[str] = ("train",)) -> list[Pair]:
     """The dataset's pairs of ``splits`` (each of one category)."""
-    pairs = [p for p in index.pairs if p.split in splits]
-    if not pairs:
-        raise DatasetError(f"dataset {index.name}: no pair in split(s) {list(splits)}; WeakAlign needs training "
-                           f"pairs (set dataset.split so that a train split exists).")
-    return pairs
+    return dataset_training_pairs(index, splits, "WeakAlign")
 
 
 def load_pair_images(index: DatasetIndex, pairs: Sequence[Pair], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -130,7 +130,7 @@ def test_skip_mode_skips_the_pairs_of_an_unreadable_image(tmp_path, with_csv):
         open_dataset("pf-willow", root)
     ds = open_dataset("pf-willow", root, on_bad_pair="skip")
     assert len(ds.pairs) == 8 and len(ds.skipped) == 4  # 4 of car(G)'s 6 ordered pairs involve img1
-    assert all("img1.png" in why for _, why in ds.skipped) and "car(G)/img1" not in ds.images
+    assert all("img1.png" in s.reason and s.category == "car(G)" for s in ds.skipped) and "car(G)/img1" not in ds.images
 
 
 def test_skip_mode_reports_what_it_skipped(tmp_path):
@@ -138,7 +138,23 @@ def test_skip_mode_reports_what_it_skipped(tmp_path):
     rewrite_csv_cell(root, 1, "XA2", "nan")
     ds = open_dataset("pf-willow", root, on_bad_pair="skip")
     assert len(ds.pairs) == 11 and len(ds.skipped) == 1
-    assert "NaN" in ds.skipped[0][1]
+    assert "NaN" in ds.skipped[0].reason and ds.skipped[0].category == "car(G)"  # row 1 is a car(G) pair
+
+
+def test_a_category_whose_images_are_all_unreadable_is_still_counted_as_skipped(tmp_path):
+    root = make_willow(tmp_path)
+    for i in range(3):
+        (root / "duck(S)" / f"img{i}.png").write_bytes(b"")
+    ds = open_dataset("pf-willow", root, on_bad_pair="skip")
+    assert {p.category for p in ds.pairs} == {"car(G)"}
+    assert [s.category for s in ds.skipped] == ["duck(S)"] * 6
+
+
+def test_pairs_dropped_by_the_image_disjoint_split_are_counted(tmp_path):
+    root = make_willow(tmp_path, n=5)
+    ds = open_dataset("pf-willow", root, split_mode="image_disjoint", train_fraction=0.4, val_fraction=0.2)
+    assert ds.n_split_dropped > 0 and len(ds.pairs) + ds.n_split_dropped == 2 * 5 * 4
+    assert open_dataset("pf-willow", root).n_split_dropped == 0
 
 
 def test_pf_pascal_layout(tmp_path):

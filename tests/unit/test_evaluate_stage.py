@@ -65,3 +65,21 @@ def test_a_missing_pair_or_a_mismatched_list_is_an_error(demo_cfg, tmp_path):
         evaluation_stage.evaluate(demo_cfg, ["partial"], "b", [pred], [meta], *out)
     with pytest.raises(ValueError, match="2 methods"):
         evaluation_stage.evaluate(demo_cfg, ["partial", "other"], "b", [pred], [meta], *out)
+
+
+def test_skipped_pairs_are_counted_per_category_and_a_fully_skipped_category_keeps_its_rows():
+    from pipeline_lib.datasets import SkippedPair
+    from pipeline_lib.evaluation.summary import account_skipped, markdown_table, summarise
+
+    per_pair = [{"method": "nn", "pair_id": f"p{i}", "category": "cat", "alpha": 0.1, "threshold": "bbox",
+                 "n_keypoints": 4, "n_correct": 2, "pck": 50.0} for i in range(3)]
+    skipped = [SkippedPair("f.csv, row 2", "NaN", "cat"), SkippedPair("f.csv, row 5", "missing", "dog"),
+               SkippedPair("f.csv, row 6", "missing", "dog"), SkippedPair("f.csv, row 9", "short row", "")]
+    rows = account_skipped(summarise(per_pair), skipped)
+    by_cat = {r["category"]: r for r in rows}
+    assert [r["category"] for r in rows] == ["cat", "dog", "all"]
+    assert (by_cat["cat"]["n_skipped"], by_cat["dog"]["n_skipped"], by_cat["all"]["n_skipped"]) == (1, 2, 4)
+    assert by_cat["dog"]["n_pairs"] == 0 and np.isnan(by_cat["dog"]["pck_per_pair"])
+    assert by_cat["all"]["n_pairs"] == 3 and by_cat["all"]["pck_per_pair"] == 50.0  # the overall row is unchanged
+    assert "| nn | 50.0 | 50.0 | - |" in markdown_table(rows)
+    assert [r["category"] for r in account_skipped(summarise(per_pair), skipped, add_vanished=False)] == ["cat", "all"]

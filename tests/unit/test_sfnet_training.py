@@ -12,9 +12,10 @@ from pipeline_lib.backbones import build_backbone
 from pipeline_lib.datasets import DatasetError, DatasetIndex, ImageRecord, Pair
 from pipeline_lib.config import ConfigError
 from pipeline_lib.pair_prediction import on_images, predict_pairs
-from pipeline_lib.sfnet import (SFNetConfig, build_sfnet, dense_flow, load_images, make_batches, make_loss_fn,
-                                predict_keypoints, settings_from_config, sfnet_keypoint_fn,
+from pipeline_lib.sfnet import (SFNetConfig, SyntheticConfig, build_sfnet, dense_flow, load_images, make_batches,
+                                make_loss_fn, predict_keypoints, settings_from_config, sfnet_keypoint_fn,
                                 training_image_ids)
+from pipeline_lib.sfnet.train import pair_index, real_pairs
 from pipeline_lib.training import TrainConfig, fit
 
 S = 64
@@ -62,6 +63,63 @@ def test_batches_are_seeded_by_the_loop_generator():
     b = list(batches(0, torch.Generator().manual_seed(1)))
     assert [len(x.src) for x in a] == [2, 2, 1]
     assert all(torch.equal(x.trg, y.trg) for x, y in zip(a, b))
+
+
+def test_mixed_batches_hold_synthetic_then_real_pairs_and_an_epoch_is_one_pass_over_the_pairs():
+    images, masks = scenes(6)
+    pairs = torch.tensor([[0, 1], [1, 0], [2, 3], [3, 2], [4, 5]])
+    batches = make_batches(images, masks, batch_size=4, pairs=pairs, synthetic_fraction=0.5)
+    epoch = list(batches(0, torch.Generator().manual_seed(0)))
+    assert [len(b.src) for b in epoch] == [4, 4, 3]  # 5 real pairs, 2 per batch, each batch + 2 synthetic pairs
+    assert all(b.src_mask.shape == (len(b.src), 1, S, S) for b in epoch)
+    real = [b for b in list(make_batches(images, masks, 2, pairs=pairs, synthetic_fraction=0.0)(0, torch.Generator()))]
+    assert sum(len(b.src) for b in real) == 5
+    # every real pair shows two different images of the list, in either order (swap augmentation)
+    seen = {tuple(sorted((int((b.src[i] - images).abs().flatten(1).sum(1).argmin()),
+                          int((b.trg[i] - images).abs().flatten(1).sum(1).argmin()))))
+            for b in make_batches(images, masks, 5, SyntheticConfig(flip_prob=0.0, color_jitter=0.0), pairs,
+                                  0.0)(0, torch.Generator()) for i in range(len(b.src))}
+    assert seen == {(0, 1), (2, 3), (4, 5)}
+    with pytest.raises(ValueError, match="real pairs"):
+        make_batches(images, masks, 4, synthetic_fraction=0.5)
+
+
+def test_real_pairs_flip_both_images_and_their_masks_together():
+    images, masks = scenes(2)
+    out = real_pairs(images, masks, torch.tensor([[0, 1]] * 16), SyntheticConfig(flip_prob=0.5, color_jitter=0.0),
+                     torch.Generator().manual_seed(0))
+    for i in range(16):
+        flipped = not torch.equal(out.src_mask[i], masks[0]) and not torch.equal(out.src_mask[i], masks[1])
+        src_is_0 = torch.equal(out.src[i], images[0]) or torch.equal(out.src[i], images[0].flip(-1))
+        a, b = (0, 1) if src_is_0 else (1, 0)
+        want = (lambda t: t.flip(-1)) if flipped else (lambda t: t)
+        assert torch.equal(out.src[i], want(images[a])) and torch.equal(out.trg[i], want(images[b]))
+        assert torch.equal(out.src_mask[i], want(masks[a])) and torch.equal(out.trg_mask[i], want(masks[b]))
+
+
+def test_pair_index_positions_pairs_in_the_image_list(tmp_path):
+    index = write_tiny_dataset(tmp_path)
+    ids = training_image_ids(index)
+    train = [p for p in index.pairs if p.split == "train"]
+    assert pair_index(ids, train).tolist() == [[0, 1], [1, 2]]
+    assert pair_index(ids, []).shape == (0, 2)
+
+
+def test_real_pairs_carry_a_larger_loss_than_warps_of_one_image():
+    """Why the default mixes real pairs in: on a warp of its own image, ImageNet features already match well
+    (the loss is 3-10x smaller than on pairs of two scenes: nothing left to learn from)."""
+    torch.manual_seed(0)
+    model = build_sfnet(SFNetConfig(), build_backbone("efficientnet_lite0", pretrained=True)).eval()
+    images, masks = scenes(8, size=128, seed=0)
+    loss_fn = make_loss_fn()
+    pairs = torch.tensor([[i, (i + 1) % 8] for i in range(8)])
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        synth = next(iter(make_batches(images, masks, 8)(0, g)))
+        real = next(iter(make_batches(images, masks, 8, pairs=pairs, synthetic_fraction=0.0)(0, g)))
+        (l_synth, parts), (l_real, _) = loss_fn(model, synth), loss_fn(model, real)
+    assert set(parts) == {"loss_mask", "loss_flow", "loss_smooth"}
+    assert float(l_real) > 2 * float(l_synth)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +203,11 @@ def test_one_config_section_sets_every_dataclass_with_paper_defaults():
     assert (st.loss.lambda_mask, st.loss.lambda_flow, st.loss.lambda_smooth) == (3.0, 8.0, 0.5)
     assert st.synthetic.scale_range == (0.9, 1.1) and st.mask_source == "box"
     assert (st.train.epochs, st.train.lr, st.train.batch_size, st.train.seed) == (3, 3e-5, 16, 7)
+    assert st.synthetic_fraction == 0.5  # the schema's default (Lee et al.: 1.0, see README "Trained methods")
+    assert settings_from_config({"synthetic_fraction": 1.0}).synthetic_fraction == 1.0
     with pytest.raises(ConfigError, match="sfnet.bogus"):
         settings_from_config({"bogus": 1})
     with pytest.raises(ConfigError, match="mask_source"):
         settings_from_config({"mask_source": "guess"})
+    with pytest.raises(ConfigError, match="synthetic_fraction"):
+        settings_from_config({"synthetic_fraction": 1.5})
