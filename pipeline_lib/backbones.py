@@ -246,7 +246,28 @@ def _torchvision_weights(name: str, weights_path: str | None) -> dict:
         hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
         weights_path = str(hub / TORCHVISION_WEIGHT_FILES[name])
     _require_file(weights_path, name)
-    return torch.load(weights_path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or a pickle that embeds code (refused, never run)
+        raise BackboneError(
+            f"cannot read the weights file for backbone '{name}': {weights_path} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160]}). It must be torchvision's ImageNet state dict of {name} (tensors "
+            f"only, e.g. {TORCHVISION_WEIGHT_FILES[name]}); re-download it, or re-save a model you trust with "
+            f"torch.save(model.state_dict(), path).") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneError(f"weights file for backbone '{name}' is not a state dict of tensors: {weights_path} "
+                            f"(holds {type(state).__name__}); save it with torch.save(model.state_dict(), path).")
+    return state
+
+
+def _load_state(net: nn.Module, state: dict, name: str, weights_path: str | None) -> None:
+    """``net.load_state_dict(state)``, with an error that names the file and what does not fit."""
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise BackboneError(f"weights file for backbone '{name}' does not fit its {name} network: "
+                            f"{weights_path or TORCHVISION_WEIGHT_FILES[name]} ({str(exc).splitlines()[0][:200]}...). "
+                            f"Use torchvision's ImageNet weights of {name} ({TORCHVISION_WEIGHT_FILES[name]}).") from exc
 
 
 def _require_file(path: str, name: str) -> None:
@@ -262,7 +283,7 @@ def _vgg16(pretrained: bool = True, weights_path: str | None = None) -> Backbone
 
     net = vgg16(weights=None)
     if pretrained:
-        net.load_state_dict(_torchvision_weights("vgg16", weights_path))
+        _load_state(net, _torchvision_weights("vgg16", weights_path), "vgg16", weights_path)
     stages, current, block, conv = [], [], 1, 0
     for m in net.features:
         current.append(m)
@@ -284,7 +305,7 @@ def _resnet(depth: int) -> Callable[..., Backbone]:
         name = f"resnet{depth}"
         net = getattr(tvm, name)(weights=None)
         if pretrained:
-            net.load_state_dict(_torchvision_weights(name, weights_path))
+            _load_state(net, _torchvision_weights(name, weights_path), name, weights_path)
         stages = [("conv1", nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool))]
         for li in range(1, 5):
             for bi, blk in enumerate(getattr(net, f"layer{li}")):

@@ -137,6 +137,14 @@ def load_rgb(path: Path) -> np.ndarray:
 
     16-bit greyscale is rescaled to 8 bits (Pillow's ``convert("RGB")`` would clip it to almost white)."""
     image_size(path)
+    try:
+        return _decode_rgb(path)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # damage that Pillow's verify() does not see
+        raise DatasetError(f"image file is corrupt: {path} cannot be decoded ({type(exc).__name__}: {exc}). "
+                           f"Replace the file.") from exc
+
+
+def _decode_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         if im.mode in SIXTEEN_BIT_MODES:
             grey = np.asarray(im, dtype=np.int64)
@@ -152,8 +160,13 @@ def load_rgb(path: Path) -> np.ndarray:
 
 
 def load_mask(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L")) > 127
+    """Read a foreground mask as (H, W) bool (grey > 127), with a clear error naming the file."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L")) > 127
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DatasetError(f"mask file is missing or corrupt: {path} ({type(exc).__name__}: {exc}). Replace the "
+                           f"file.") from exc
 
 
 def check_keypoints(src_kps: np.ndarray, trg_kps: np.ndarray, valid: np.ndarray,

@@ -212,6 +212,31 @@ def test_16_bit_greyscale_png_keeps_its_contrast(tmp_path):
     assert abs(int(rgb[..., 0].mean()) - 127) <= 2 and rgb.min() == 0 and rgb.max() == 255
 
 
+def test_damage_that_passes_verify_is_named_when_the_image_is_decoded(tmp_path):
+    """Pillow's verify() checks the PNG chunks' CRCs, not the compressed pixels: a corrupted IDAT with a fixed-up
+    CRC passes it and used to fail later in feature extraction with no file name."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from pipeline_lib.datasets import load_rgb
+    from pipeline_lib.datasets.base import image_size
+
+    path = tmp_path / "damaged.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"IDAT")
+    length = struct.unpack(">I", data[at - 4:at])[0]
+    body = at + 4
+    data[body + 2:body + length] = bytes(b ^ 0x5A for b in data[body + 2:body + length])  # keep the zlib header
+    data[body + length:body + length + 4] = struct.pack(">I", zlib.crc32(bytes(data[at:body + length])))
+    path.write_bytes(bytes(data))
+    assert image_size(path) == (32, 32)  # verify() passes
+    with pytest.raises(DatasetError, match=r"corrupt: .*damaged\.png cannot be decoded"):
+        load_rgb(path)
+
+
 def _rewrite_rows(csv_path, edit):
     rows = list(csv.reader(csv_path.open()))
     rows = [rows[0]] + edit(rows[1:])

@@ -50,6 +50,24 @@ def test_missing_weights_file_is_named(tmp_path):
         build_backbone("vgg19")
 
 
+def test_a_bad_weights_file_is_named_with_a_safe_fix(tmp_path):
+    """Garbage, a file embedding code, and another network's weights each name the file; none suggests
+    turning weights_only off."""
+    import torch
+
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file")
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"fc.weight": torch.zeros(2), "extra": BackboneError("a pickled object")}, pickled)
+    other = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2)}, other)
+    for path, what in ((garbage, "cannot read the weights file"), (pickled, "cannot read the weights file"),
+                       (other, "does not fit its resnet50 network")):
+        with pytest.raises(BackboneError, match=what) as err:
+            build_backbone("resnet50", weights_path=str(path))
+        assert str(path) in str(err.value) and "weights_only=False" not in str(err.value)
+
+
 def test_device_auto_and_unavailable_cuda():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
