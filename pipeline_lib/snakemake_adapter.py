@@ -26,8 +26,19 @@ def fix_threads(n: int) -> int:
     torch.set_num_threads(n)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    use_deterministic_algorithms()
     return n
+
+
+def use_deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its cost: the public function
+    imports the inductor compiler (torch._dynamo, ~2.5 s of every job's start on 2 cores) only to set the
+    compiler's own flag. Nothing here compiles, so the ATen flag is set directly unless the compiler is
+    already loaded, in which case the public function sets both."""
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def trained_and_init(smk: Any, method: str) -> tuple[tuple[str, str, str, str], ...]:

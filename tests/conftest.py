@@ -48,12 +48,12 @@ def tiny_demo_store(tmp_path_factory):
     import torch
 
     from pipeline_lib.backbones import build_backbone
-    from pipeline_lib.datasets import demo, open_dataset
+    from pipeline_lib.datasets import demo_synthesis, open_dataset
     from pipeline_lib.features import FeatureStore, extract_features
     from pipeline_lib.settings import DemoSection
 
     root = tmp_path_factory.mktemp("tiny_demo")
-    demo.generate(root / "data", DemoSection(photos=("chelsea", "astronaut"), images_per_category=3,
+    demo_synthesis.generate(root / "data", DemoSection(photos=("chelsea", "astronaut"), images_per_category=3,
                                              image_size=128, n_keypoints=8), seed=2)
     index = open_dataset("demo", root / "data", split_mode="given")
     extract_features(index, build_backbone("efficientnet_lite0"), root / "f.zarr", 128, 3, torch.device("cpu"))

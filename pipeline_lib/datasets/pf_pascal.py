@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
-from .base import DatasetError, DatasetIndex, ImageRecord, Pair, image_size, read_csv_rows, row_length_problem
+from .base import (DatasetError, DatasetIndex, ImageRecord, Pair, image_size, read_csv_rows, read_mat,
+                   row_length_problem)
 from .pairs import collect_pairs
 
 PASCAL_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -30,7 +30,7 @@ def _annotation(root: Path, category: str, stem: str) -> tuple[np.ndarray, np.nd
     if not path.is_file():
         raise DatasetError(f"annotation file missing: {path}; PF-PASCAL needs kps and bbox per image.")
     try:
-        mat = scipy.io.loadmat(path)
+        mat = read_mat(path)
         kps = np.asarray(mat["kps"], dtype=np.float64).reshape(-1, 2) - MATLAB_TO_ZERO_BASED
         box = np.asarray(mat["bbox"], dtype=np.float64).reshape(4) - MATLAB_TO_ZERO_BASED
     except (KeyError, ValueError, OSError) as exc:

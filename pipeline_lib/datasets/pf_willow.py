@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from .base import (DatasetError, DatasetIndex, ImageRecord, Pair, category_dirs, image_size, keypoint_box, read_csv_rows,
-                   row_length_problem)
+                   read_mat, row_length_problem)
 from .pairs import all_ordered_pairs, collect_pairs
 
 MATLAB_TO_ZERO_BASED = 1.0  # MATLAB pixel (1, 1) is our pixel (0, 0)
@@ -27,7 +26,7 @@ def _read_pts(mat_path: Path) -> np.ndarray:
     if not mat_path.is_file():
         raise DatasetError(f"annotation file missing: {mat_path}; PF-WILLOW needs a .mat with pts_coord per image.")
     try:
-        pts = scipy.io.loadmat(mat_path)["pts_coord"]
+        pts = read_mat(mat_path)["pts_coord"]
     except (KeyError, ValueError, OSError) as exc:
         raise DatasetError(f"cannot read pts_coord from {mat_path} ({exc}); replace the annotation file.") from exc
     pts = np.asarray(pts, dtype=np.float64)

@@ -11,7 +11,7 @@ from ..atomic import write_text
 from ..evaluation.summary import write_csv
 from ..settings import Settings, reads
 from ..stage_io import load_dataset, manifest, write_meta
-from . import demo as demo_data
+from . import demo_synthesis
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ INDEX_COLUMNS = ("pair_id", "category", "split", "src", "trg", "n_keypoints")
 @reads("seed", "demo")
 def generate_demo(cfg: Mapping, out_dir: str | Path) -> None:
     s = Settings(cfg)
-    demo_data.generate(out_dir, s.demo, seed=s.seed)
+    demo_synthesis.generate(out_dir, s.demo, seed=s.seed)
 
 
 @reads("seed", "dataset")

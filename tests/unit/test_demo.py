@@ -5,7 +5,7 @@ import filecmp
 import numpy as np
 import pytest
 
-from pipeline_lib.datasets import demo, open_dataset
+from pipeline_lib.datasets import demo, demo_synthesis, open_dataset
 from pipeline_lib.settings import DemoSection
 
 TINY = DemoSection(photos=("chelsea", "coffee"), images_per_category=3, image_size=72, n_keypoints=6)
@@ -14,17 +14,17 @@ TINY = DemoSection(photos=("chelsea", "coffee"), images_per_category=3, image_si
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "data"
-    demo.generate(root, TINY, seed=5)
+    demo_synthesis.generate(root, TINY, seed=5)
     return root
 
 
 def test_generation_is_deterministic(tiny_demo, tmp_path):
     again = tmp_path / "again"
-    demo.generate(again, TINY, seed=5)
+    demo_synthesis.generate(again, TINY, seed=5)
     for f in ("keypoints.csv", "pairs.csv", "chelsea/chelsea_0.png", "coffee/coffee_2_mask.png"):
         assert filecmp.cmp(tiny_demo / f, again / f, shallow=False), f
     other = tmp_path / "other"
-    demo.generate(other, TINY, seed=6)
+    demo_synthesis.generate(other, TINY, seed=6)
     assert not filecmp.cmp(tiny_demo / "keypoints.csv", other / "keypoints.csv", shallow=False)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline_lib.evaluation import stage as evaluation_stage
 from pipeline_lib.config import validate_config
-from pipeline_lib.datasets import demo
+from pipeline_lib.datasets import demo_synthesis
 from pipeline_lib.evaluation.predictions import write_predictions
 from pipeline_lib.stage_io import eval_pairs, load_dataset
 from pipeline_lib.settings import DemoSection
@@ -22,7 +22,7 @@ def demo_cfg(tmp_path_factory):
                            "demo": {"photos": ["chelsea", "coffee"], "images_per_category": 3, "image_size": 96,
                                     "n_keypoints": 6},
                            "image": {"longer_side": 96}})
-    demo.generate(results / "demo" / "data", DemoSection(photos=("chelsea", "coffee"), images_per_category=3,
+    demo_synthesis.generate(results / "demo" / "data", DemoSection(photos=("chelsea", "coffee"), images_per_category=3,
                                                          image_size=96, n_keypoints=6), seed=0)
     return cfg
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline_lib.backbones import BackboneError, build_backbone, describe_layers, resolve_device
-from pipeline_lib.datasets import demo, load_rgb, open_dataset
+from pipeline_lib.datasets import demo_synthesis, load_rgb, open_dataset
 from pipeline_lib.features import FeatureStore, extract_features, resize_image
 from pipeline_lib.settings import DemoSection
 
@@ -17,7 +17,7 @@ EXTRACTION = sys.modules[extract_features.__module__]  # the module whose load_r
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("feat") / "data"
-    demo.generate(root, DemoSection(photos=("rocket",), images_per_category=3, image_size=64), seed=1)
+    demo_synthesis.generate(root, DemoSection(photos=("rocket",), images_per_category=3, image_size=64), seed=1)
     return open_dataset("demo", root, split_mode="given")
 
 

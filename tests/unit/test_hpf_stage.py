@@ -59,9 +59,9 @@ def test_search_refuses_to_look_at_test_pairs(tmp_path):
     cfg = validate_config({"dataset": {"kind": "demo", "name": "x", "split": {"mode": "given"}},
                            "results_dir": str(tmp_path),
                            "hpf": {"search_split": "val"}, "evaluation": {"split": "all"}})
-    from pipeline_lib.datasets import demo
+    from pipeline_lib.datasets import demo_synthesis
 
-    demo.generate(tmp_path / "x" / "data", DemoSection(photos=("coffee",), images_per_category=3,
+    demo_synthesis.generate(tmp_path / "x" / "data", DemoSection(photos=("coffee",), images_per_category=3,
                                                        image_size=64), seed=0)
     with pytest.raises(ValueError, match="overlaps the evaluation split"):
         search(cfg, tmp_path / "none.zarr", tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "s.png",

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline_lib.datasets.demo import Warp
+from pipeline_lib.datasets.demo_synthesis import Warp
 from pipeline_lib.kernels.grids import normalised_cell_grid, normalised_to_pixels, pixels_to_normalised
 from pipeline_lib.kernels.warps import (affine_grid, affine_points, composed_grid, composed_points, identity_affine,
                                         identity_tps, inverse_composed_points, invert_affine, invert_tps_points,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline_lib.backbones import build_backbone
 from pipeline_lib.datasets import DatasetIndex, ImageRecord, Pair, load_rgb
-from pipeline_lib.datasets import demo
+from pipeline_lib.datasets import demo, demo_synthesis
 from pipeline_lib.kernels.grids import pixel_grid
 from pipeline_lib.pair_prediction import on_images, predict_pairs
 from pipeline_lib.siamese import (AugmentConfig, ManifoldEmbeddings, PseudoFlowStores, SiameseFlowNet, SiamesePairData,
@@ -147,7 +147,7 @@ def test_pseudo_flow_provider_recovers_a_planted_grid_shift():
 
 def test_demo_flow_provider_matches_keypoints(tmp_path):
     cfg = DemoSection(photos=("chelsea",), images_per_category=2, image_size=48, n_keypoints=5)
-    demo.generate(tmp_path / "demo", cfg, seed=0)
+    demo_synthesis.generate(tmp_path / "demo", cfg, seed=0)
     index = demo.load(tmp_path / "demo")
     flow_for = demo_flow_provider(index)
     pair = index.pairs[0]
@@ -302,7 +302,7 @@ def tiny_demo_run(tmp_path_factory):
     from pipeline_lib.stage_io import load_dataset
 
     results = tmp_path_factory.mktemp("tiny_siamese") / "results"
-    demo.generate(results / "demo" / "data", DemoSection(photos=("chelsea",), images_per_category=3,
+    demo_synthesis.generate(results / "demo" / "data", DemoSection(photos=("chelsea",), images_per_category=3,
                                                          image_size=SIZE, n_keypoints=6), seed=1)
     cfg = validate_config({"results_dir": str(results), "device": "cpu",
                            "dataset": {"name": "demo", "kind": "demo", "split": {"mode": "given"}},

@@ -1,6 +1,9 @@
-"""The glue of every workflow script: a stage that reads a config section its rule does not declare fails."""
+"""The glue of every workflow script: a stage that reads a config section its rule does not declare fails; every job
+pins its threads and deterministic algorithms."""
 
 import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -48,3 +51,13 @@ def test_the_dataset_brings_the_training_dataset_and_the_demo_with_it():
     check_declared("r", {"dataset", "train_dataset", "demo"}, Params(fromdict={"cfg": json.dumps({"dataset": {}})}))
     with pytest.raises(UndeclaredConfigError, match=r"\['train_dataset'\]"):
         check_declared("r", {"train_dataset"}, Params(fromdict={"cfg": json.dumps({"seed": 0})}))
+
+
+def test_fix_threads_makes_torch_deterministic_without_loading_the_compiler():
+    """Every job calls fix_threads: it must set the deterministic flags (warn-only) and pin the threads, and must
+    not import torch._dynamo (public use_deterministic_algorithms does: seconds of every job's start)."""
+    code = ("import sys, torch; from pipeline_lib.snakemake_adapter import fix_threads; fix_threads(1); "
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+            "torch.get_num_threads(), 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "1", "False"]
