@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline_lib {inspect,summary} ...`` (also installed as ``pipeline-lib``)."""
+"""Command line: ``python -m pipeline_lib {match,inspect,summary,readme-results} ...`` (also installed as ``pipeline-lib``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import load_config
+from .config import ConfigError, load_config
+from .datasets import DatasetError
 from .inspect import describe, save_feature_picture
+from .match import DEFAULT_GRID, DEFAULT_METHOD, MatchError, match_images, parse_points
 from .readme_results import update_readme
 
 
@@ -22,6 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--groups", type=int, default=5, help="how many sub-groups to list per group")
     s = sub.add_parser("summary", help="print the result tables of a finished run")
     s.add_argument("--configfile", default="config/config.yaml")
+    m = sub.add_parser("match", help="match points of one image into another with a method of a finished run")
+    m.add_argument("source")
+    m.add_argument("target")
+    m.add_argument("--method", default=DEFAULT_METHOD, help=f"method (default {DEFAULT_METHOD}: its searched layers)")
+    m.add_argument("--configfile", default="config/config.yaml", help="the run's config (device, image size, method settings)")
+    m.add_argument("--run-dir", help="directory with <backbone>/hpf/search.json or <backbone>/<method>/model.pt "
+                                     "(default: <results_dir>/<dataset> of the config)")
+    m.add_argument("--backbone", help="backbone (default: the config's first)")
+    m.add_argument("--points", help="source points 'x,y;x,y' or a CSV with x and y columns (original pixels)")
+    m.add_argument("--grid", type=int, default=DEFAULT_GRID, help="points per side of the source grid when no --points")
+    m.add_argument("--out", help="output directory (default: <results_dir>/match/<source>__<target>/<method>)")
     r = sub.add_parser("readme-results", help="regenerate README.md's results section from the result files")
     r.add_argument("configs", nargs="*", default=["config/config.yaml", "config/demo-stack.yaml",
                                                    "config/pf-willow.yaml", "config/pf-willow-split.yaml",
@@ -32,6 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "readme-results":
         update_readme(args.readme, args.configs)
         print(f"updated the results section of {args.readme} from {', '.join(args.configs)}")
+        return 0
+
+    if args.command == "match":
+        try:
+            cfg = load_config(args.configfile)
+            points = parse_points(args.points) if args.points else None
+            res = match_images(cfg, args.source, args.target, args.method, points, args.grid, args.run_dir,
+                               args.backbone, args.out, args.configfile)
+        except (MatchError, DatasetError, ConfigError) as exc:
+            print(f"match: {exc}", file=sys.stderr)
+            return 2
+        print(f"{len(res.src_points)} points matched with {args.method}: {res.out_dir / 'matches.csv'}, "
+              f"picture {res.out_dir / 'match.png'}, record {res.out_dir / 'meta.json'}")
         return 0
 
     if args.command == "inspect":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..backbones import Backbone, build_backbone, build_from_checkpoint, checkpoint_key, resolve_device
+from ..datasets import DatasetIndex
 from ..provenance import provenance
 from ..settings import Settings, reads
 from ..stage_io import load_images
@@ -18,18 +19,21 @@ log = logging.getLogger(__name__)
 
 # No seed: every weight comes from ImageNet or the checkpoint and extraction draws nothing at random, so the
 # features do not depend on `seed` (and a new seed reruns no extraction).
-def _extract(cfg: Mapping, backbone: Backbone, out_path: str | Path, extra_attrs: Mapping | None = None) -> None:
+def _extract(cfg: Mapping, backbone: Backbone, out_path: str | Path, extra_attrs: Mapping | None = None,
+             index: DatasetIndex | None = None) -> None:
     s = Settings(cfg)
-    extract_features(load_images(cfg), backbone, out_path, s.image.longer_side, s.features.batch_size,
+    extract_features(index if index is not None else load_images(cfg), backbone, out_path, s.image.longer_side, s.features.batch_size,
                      resolve_device(s.device), s.features.dtype,
                      provenance=json.loads(json.dumps(provenance(cfg, seed=None), default=str)),
                      extra_attrs=extra_attrs)
 
 
 @reads("image", "features", "weights", "dataset")
-def extract(cfg: Mapping, backbone_name: str, out_path: str | Path) -> None:
-    """Every image's features from the named backbone (its weights file from ``weights`` where it needs one)."""
-    _extract(cfg, build_backbone(backbone_name, weights_path=Settings(cfg).weights.get(backbone_name)), out_path)
+def extract(cfg: Mapping, backbone_name: str, out_path: str | Path, index: DatasetIndex | None = None) -> None:
+    """Every image's features from the named backbone (its weights file from ``weights`` where it needs one), of
+    the configured dataset or of the images of ``index`` (``match``: two images of the user's)."""
+    _extract(cfg, build_backbone(backbone_name, weights_path=Settings(cfg).weights.get(backbone_name)), out_path,
+             index=index)
 
 
 @reads("image", "features", "dataset")

@@ -44,6 +44,9 @@ class Method:
     runs_as: str | None = None
     predict: str | None = None
     reads: tuple[str, ...] = ()  # config sections its predictor reads besides the predict stage's own
+    # A trained method's ``(cfg, backbone, weights, device) -> ImageKeypointFn`` on two arbitrary images
+    # (``python -m pipeline_lib match``); None: match does not run it.
+    match: str | None = None
 
     @property
     def variant(self) -> str:
@@ -72,12 +75,13 @@ METHODS: tuple[Method, ...] = (
     Method("gaur_hpf", "predict_gaur_hpf", (ENCODER, SEARCH, PSEUDO_FLOW),
            "hpf on the Siamese-trained encoder's features (the full chain)", "pipeline_lib.hpf.stage:predictor",
            runs_as="hpf", reads=("hpf",)),
-    Method("sfnet", "predict_sfnet", (TRAINED,), "SFNet (Lee et al. 2019)", predict="pipeline_lib.sfnet.stage:predict"),
+    Method("sfnet", "predict_sfnet", (TRAINED,), "SFNet (Lee et al. 2019)", predict="pipeline_lib.sfnet.stage:predict",
+           match="pipeline_lib.sfnet.stage:match_predictor"),
     Method("cnngeometric", "predict_cnngeometric", (TRAINED,),
            "CNNGeometric (Rocco et al. 2017): affine + TPS regression trained on synthetic warps",
-           predict="pipeline_lib.weakalign.stage:predict"),
+           predict="pipeline_lib.weakalign.stage:predict", match="pipeline_lib.weakalign.stage:match_predictor"),
     Method("weakalign", "predict_weakalign", (TRAINED,), "WeakAlign (Rocco et al. 2018), fine-tuned from cnngeometric",
-           predict="pipeline_lib.weakalign.stage:predict"),
+           predict="pipeline_lib.weakalign.stage:predict", match="pipeline_lib.weakalign.stage:match_predictor"),
     Method("fcss", "predict_fcss", (TRAINED,), "FCSS descriptors (Kim et al. 2017)",
            predict="pipeline_lib.fcss.stage:predict"),
 )
@@ -126,6 +130,12 @@ def predict_stage(name: str) -> Callable:
     return _load(m.predict)
 
 
+def match_factory(name: str) -> Callable | None:
+    """A trained method's keypoint-function factory for two arbitrary images, or None when ``match`` cannot run it."""
+    m = method(name)
+    return _load(m.match) if m.match else None
+
+
 def evaluated_methods(methods: Iterable[str]) -> list[str]:
     """The rows of the result table, in order: each trained method followed by its ``@init`` row."""
     out: list[str] = []
@@ -142,4 +152,4 @@ def base_method(row_method: str) -> str:
 
 
 __all__ = ["Method", "METHODS", "METHOD_NAMES", "TRAINED_METHODS", "PSEUDO_GT_METHODS", "INIT_SUFFIX", "method",
-           "predicted_by", "reads_of_rule", "predictor_factory", "predict_stage", "evaluated_methods", "base_method"]
+           "predicted_by", "reads_of_rule", "predictor_factory", "predict_stage", "match_factory", "evaluated_methods", "base_method"]

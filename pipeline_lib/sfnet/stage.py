@@ -12,11 +12,11 @@ import torch
 
 from ..backbones import build_backbone, resolve_device
 from ..datasets import training_pairs
-from ..pair_prediction import on_images, predict_pairs
+from ..pair_prediction import ImageKeypointFn, on_images, predict_pairs
 from ..protocols import learned_from
 from ..settings import reads
 from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
-from ..training import resumable_settings, save_weights
+from ..training import load_trained, resumable_settings, save_weights
 from .model import SFNet, build_sfnet
 from .predict import sfnet_keypoint_fn
 from .train import SFNetSettings, load_images, pair_index, settings_from_config, train_sfnet, training_image_ids
@@ -65,7 +65,16 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
     """Keypoint transfer through the dense flow on the evaluation pairs (``method``: the name written,
     e.g. ``sfnet@init`` for the initial weights)."""
     index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
-    size = settings(cfg).model.image_size
-    preds, ms = predict_pairs(on_images(sfnet_keypoint_fn(model, size), index.images), pairs, desc=method)
-    finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), image_size=size,
-                       layers=list(model.layers))
+    preds, ms = predict_pairs(on_images(image_keypoint_fn(cfg, model), index.images), pairs, desc=method)
+    finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device),
+                       image_size=settings(cfg).model.image_size, layers=list(model.layers))
+
+
+def image_keypoint_fn(cfg: Mapping, model: SFNet) -> ImageKeypointFn:
+    """Keypoints of one image pair through a loaded model's dense flow (``predict``, and ``match`` on any two images)."""
+    return sfnet_keypoint_fn(model, settings(cfg).model.image_size)
+
+
+def match_predictor(cfg: Mapping, backbone_name: str, weights: str | Path, device) -> ImageKeypointFn:
+    """The keypoint function of the model in ``weights`` on two arbitrary images (``python -m pipeline_lib match``)."""
+    return image_keypoint_fn(cfg, load_trained(build(cfg, backbone_name), weights, device))

@@ -21,11 +21,11 @@ import torch
 
 from ..backbones import build_backbone, checkpoint_key, resolve_device
 from ..config import ConfigError, section
-from ..pair_prediction import on_images, predict_pairs
+from ..pair_prediction import ImageKeypointFn, on_images, predict_pairs
 from ..protocols import learned_from, merge_learned, read_learned
 from ..settings import reads
 from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
-from ..training import TrainConfig, load_checkpoint, resumable_settings, save_weights
+from ..training import TrainConfig, load_checkpoint, load_trained, resumable_settings, save_weights
 from .model import WeakAlign, build_weakalign
 from .predict import weakalign_keypoint_fn
 from .synthetic import GRID_LOSS_POINTS, WarpRanges, identity_grid_loss, train_cnngeometric as fit_cnngeometric
@@ -144,7 +144,17 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
     name written (``weakalign``, ``cnngeometric``, or their ``@init`` rows: the same path, other weights)."""
     s = settings(cfg)
     index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
-    preds, ms = predict_pairs(on_images(weakalign_keypoint_fn(model, s.transfer), index.images), pairs, desc=method)
+    preds, ms = predict_pairs(on_images(image_keypoint_fn(cfg, model), index.images), pairs, desc=method)
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device),
                        image_size=s.model.image_size, layer=model.layer, transfer=s.transfer,
                        weights_sha256=checkpoint_key(weights))
+
+
+def image_keypoint_fn(cfg: Mapping, model: WeakAlign) -> ImageKeypointFn:
+    """Keypoints of one image pair through a loaded model's affine + TPS estimate (``predict``, and ``match``)."""
+    return weakalign_keypoint_fn(model, settings(cfg).transfer)
+
+
+def match_predictor(cfg: Mapping, backbone_name: str, weights: str | Path, device) -> ImageKeypointFn:
+    """The keypoint function of the model in ``weights`` on two arbitrary images (``python -m pipeline_lib match``)."""
+    return image_keypoint_fn(cfg, load_trained(build(cfg, backbone_name), weights, device))
