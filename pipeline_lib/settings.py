@@ -299,6 +299,13 @@ class EvaluationSection:
     unseen: str = schema_default("evaluation", "unseen")
 
 
+@dataclass(frozen=True)
+class PicturesSection:
+    """``pictures``: Pictures of evaluation pairs with every method's predictions."""
+
+    per_category: int = schema_default("pictures", "per_category")
+
+
 class Settings:
     """The typed view of a validated config: ``Settings(cfg).hpf`` is the ``hpf`` section as an
     :class:`HPFSection`, built when first read; top-level scalars are properties."""
@@ -386,6 +393,10 @@ class Settings:
     def evaluation(self) -> EvaluationSection:
         return section(EvaluationSection, self._cfg["evaluation"])
 
+    @cached_property
+    def pictures(self) -> PicturesSection:
+        return section(PicturesSection, self._cfg["pictures"])
+
 
 def reads(*sections: str) -> Callable[[Callable], Callable]:
     """Declare the top-level config sections (and keys) a stage function reads: its rule's rerun ``params``
@@ -433,4 +444,4 @@ SECTIONS: dict[str, type] = {"dataset": DatasetSection, "demo": DemoSection, "tr
                              "manifold": ManifoldSection, "pseudo_flow": PseudoFlowSection,
                              "siamese": SiameseSection, "sfnet": SFNetSection, "weakalign": WeakAlignSection,
                              "cnngeometric": CNNGeometricSection, "fcss": FCSSSection,
-                             "evaluation": EvaluationSection}
+                             "evaluation": EvaluationSection, "pictures": PicturesSection}

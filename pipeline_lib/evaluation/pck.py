@@ -22,14 +22,20 @@ def pck_threshold(kind: str, trg_kps: np.ndarray, valid: np.ndarray, trg_hw: tup
     raise ValueError(f"unknown PCK threshold kind '{kind}'; use 'bbox' or 'img'.")
 
 
-def pck_counts(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, threshold_px: float,
-               alpha: float) -> tuple[int, int]:
-    """(number correct, number valid): a keypoint is correct when ||pred - gt|| <= alpha * threshold_px."""
+def correct_keypoints(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, threshold_px: float,
+                      alpha: float) -> np.ndarray:
+    """(K,) bool: keypoint k is valid and ||pred_k - gt_k|| <= alpha * threshold_px."""
     if pred.shape != gt.shape or pred.ndim != 2 or pred.shape[1] != 2:
         raise ValueError(f"pred {pred.shape} and gt {gt.shape} must both be (K, 2)")
     if valid.shape != (len(gt),):
         raise ValueError(f"valid must be ({len(gt)},), got {valid.shape}")
-    d = np.linalg.norm(pred[valid] - gt[valid], axis=1)
+    with np.errstate(invalid="ignore"):
+        d = np.linalg.norm(pred - gt, axis=1)
     # A non-finite prediction is wrong, never silently dropped.
-    correct = np.isfinite(d) & (d <= alpha * threshold_px)
-    return int(correct.sum()), int(valid.sum())
+    return valid & np.isfinite(d) & (d <= alpha * threshold_px)
+
+
+def pck_counts(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, threshold_px: float,
+               alpha: float) -> tuple[int, int]:
+    """(number correct, number valid): a keypoint is correct when ||pred - gt|| <= alpha * threshold_px."""
+    return int(correct_keypoints(pred, gt, valid, threshold_px, alpha).sum()), int(valid.sum())

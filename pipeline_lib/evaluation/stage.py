@@ -8,10 +8,12 @@ import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..atomic import atomic_path
 from ..datasets import DatasetIndex
 from ..protocols import fold_view, has_train_dataset
 from ..settings import EvaluationSection, Settings, reads
 from ..stage_io import eval_pairs, fold_table, load_dataset
+from .pictures import draw_category, pairs_to_draw, safe_name
 from .predictions import read_predictions
 from .summary import (PER_PAIR_COLUMNS, SUMMARY_COLUMNS, account_skipped, evaluate_predictions, pool_folds, read_csv,
                       summarise, write_csv, write_summary_tables)
@@ -107,3 +109,20 @@ def pool_category_folds(cfg: Mapping, methods: Sequence[str], backbone: str, fol
     write_csv(folds_csv, fold_rows, FOLD_COLUMNS)
     write_summary_tables(out, csv_path, md_path, png_path, html_path)
     log.info("category folds %s pooled: %d pairs per method", folds, len(expected))
+
+
+@reads("seed", "dataset", "evaluation", "pictures")
+def draw_test_pairs(cfg: Mapping, methods: Sequence[str], predictions: Sequence[str | Path], out_dir: str | Path) -> None:
+    """``<out_dir>/<category>.png``: the first ``pictures.per_category`` evaluation pairs of each
+    category, every method's predictions against the truth (:mod:`.pictures`), at the middle of
+    ``evaluation.alphas``; the directory is written atomically."""
+    ev, n = Settings(cfg).evaluation, Settings(cfg).pictures.per_category
+    index = load_dataset(cfg)
+    _, pairs = eval_pairs(cfg, index)
+    preds = {m: read_predictions(p) for m, p in zip(methods, predictions, strict=True)}
+    alpha = sorted(ev.alphas)[len(ev.alphas) // 2]
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for category, drawn in pairs_to_draw(pairs, n).items():
+            draw_category(drawn, index, preds, ev.threshold, alpha, tmp / f"{safe_name(category)}.png")
+    log.info("pictures of %d methods on up to %d pairs per category -> %s", len(methods), n, out_dir)

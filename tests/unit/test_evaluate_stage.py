@@ -83,3 +83,26 @@ def test_skipped_pairs_are_counted_per_category_and_a_fully_skipped_category_kee
     assert by_cat["all"]["n_pairs"] == 3 and by_cat["all"]["pck_per_pair"] == 50.0  # the overall row is unchanged
     assert "| nn | 50.0 | 50.0 | - |" in markdown_table(rows)
     assert [r["category"] for r in account_skipped(summarise(per_pair), skipped, add_vanished=False)] == ["cat", "all"]
+
+
+def test_pictures_show_each_categorys_first_pairs_and_are_reproducible(demo_cfg, tmp_path):
+    from PIL import Image
+
+    from pipeline_lib.evaluation.pictures import CORRECT, WRONG, pairs_to_draw
+
+    _, pairs = eval_pairs(demo_cfg, load_dataset(demo_cfg))
+    chosen = pairs_to_draw(pairs, 2)
+    assert list(chosen) == ["chelsea", "coffee"]
+    for cat, drawn in chosen.items():  # the first two by pair id, every rerun the same
+        assert [p.pair_id for p in drawn] == sorted(p.pair_id for p in pairs if p.category == cat)[:2]
+    exact = {p.pair_id: np.where(p.valid[:, None], p.trg_kps, np.nan) for p in pairs}
+    far = {k: v + 1000.0 for k, v in exact.items()}
+    inputs = [_write(tmp_path, m, preds)[0] for m, preds in (("exact", exact), ("far", far))]
+    evaluation_stage.draw_test_pairs(demo_cfg, ["exact", "far"], inputs, tmp_path / "pics")
+    assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == ["chelsea.png", "coffee.png"]
+    rgb = np.asarray(Image.open(tmp_path / "pics" / "chelsea.png").convert("RGB")).reshape(-1, 3)
+    colours = {tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in (CORRECT, WRONG)}
+    found = {c for c in colours if (rgb == c).all(1).any()}
+    assert tuple(int(CORRECT[i:i + 2], 16) for i in (1, 3, 5)) in found  # the exact method's dots are green
+    evaluation_stage.draw_test_pairs(demo_cfg, ["exact", "far"], inputs, tmp_path / "again")
+    assert (tmp_path / "again" / "coffee.png").read_bytes() == (tmp_path / "pics" / "coffee.png").read_bytes()

@@ -50,7 +50,7 @@ def test_the_reports_workflow_description_names_every_rule_and_only_rules():
 
 
 # Stages that never touch torch's device (data, scoring, the manifold's numpy/scikit-learn code).
-CPU_RULES = {"generate_demo", "index_dataset", "evaluate", "pool_folds", "learn_manifold", "summarise_manifold",
+CPU_RULES = {"generate_demo", "index_dataset", "evaluate", "draw_test_pairs", "pool_folds", "learn_manifold", "summarise_manifold",
              "make_pseudo_flow", "score_pseudo_flow"}
 
 

@@ -45,6 +45,7 @@ def test_folds_pool_every_pair_once_with_the_protocol_column(folds_run):
         tested = {i for r in per_pair if r["fold"] == f["fold"] for i in (r["src"], r["trg"])}
         assert tested and not tested & (set(learned["images"]) | set(searched["images"]))
         assert {i.split("/")[0] for i in learned["images"]} == set(PHOTOS) - set(f["test_categories"].split())
+        assert sorted(p.stem for p in (fold_dir / "pictures").glob("*.png")) == sorted(f["test_categories"].split())
 
 
 @pytest.mark.slow

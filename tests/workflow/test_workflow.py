@@ -83,6 +83,7 @@ def test_tiny_run_writes_the_result_contract(tiny_run):
     search = json.loads((base / "hpf" / "search.json").read_text())
     assert 1 <= len(search["best_layers"]) <= 2 and search["n_pairs"] == 2  # one val pair per category
     assert (base / "hpf" / "search_trace.png").stat().st_size > 0
+    assert sorted(p.name for p in (base / "pictures").glob("*.png")) == [f"{c}.png" for c in TINY["demo"]["photos"]]
 
 
 @pytest.mark.slow

@@ -113,4 +113,5 @@ def final_outputs():
         out += [p for b in config["backbones"] for p in per_fold(f"{DATA}/{b}/chain/search_trace.png")]
     for b in config["backbones"]:
         out += [f"{BASE}/{b}/pck_summary.csv", f"{BASE}/{b}/pck_summary.md", f"{BASE}/{b}/pck_summary.png"]
+        out += per_fold(f"{DATA}/{b}/pictures")  # each fold draws its own test categories
     return out

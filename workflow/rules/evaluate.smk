@@ -47,6 +47,34 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+# Pictures of the first evaluation pairs of each category: every method's predictions against the truth.
+rule draw_test_pairs:
+    input:
+        pair_inputs,
+        predictions=method_files("predictions.csv"),
+    output:
+        pictures=report(
+            directory(f"{DATA}/{{backbone}}/pictures"),
+            patterns=["{category}.png"],
+            caption="../report/test_pairs.rst",
+            category="Evaluation",
+            subcategory="Test pairs",
+            labels={"dataset": D, "backbone": "{backbone}", "category": "{category}"},
+        ),
+    params:
+        cfg=cfg_params(*reads_of("pipeline_lib.evaluation.stage:draw_test_pairs")),
+        methods=EVALUATED,
+    log:
+        f"{LOGS}/draw_test_pairs/{LOGD}/{{backbone}}.log",
+    benchmark:
+        f"{BENCH}/draw_test_pairs/{LOGD}/{{backbone}}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/draw_test_pairs.py"
+
+
 if FOLDS:
 
     # Category folds: every fold's test pairs pooled into the dataset's tables (each pair tested exactly once;
