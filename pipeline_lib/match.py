@@ -26,7 +26,8 @@ from .datasets import DatasetIndex, ImageRecord, Pair, load_rgb
 from .datasets.base import image_size
 from .features import FeatureStore
 from .features.stage import extract
-from .methods.registry import ENCODER, SEARCH, TRAINED, match_factory, method as registry_entry, predictor_factory
+from .methods.registry import (ENCODER, METHODS, SEARCH, TRAINED, match_factory, method as registry_entry,
+                               predictor_factory)
 from .pair_prediction import on_images, predict_pairs
 from .provenance import provenance
 
@@ -110,6 +111,12 @@ def _require(path: Path, what: str, rule: str, configfile: str) -> Path:
     return path
 
 
+def matchable_methods() -> list[str]:
+    """The registry's methods ``match`` runs: feature-based ones on the backbone's features, trained ones with a
+    ``match`` factory."""
+    return [m.name for m in METHODS if ENCODER not in m.needs and (TRAINED not in m.needs or m.match)]
+
+
 def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: str = DEFAULT_METHOD,
                  points: np.ndarray | None = None, grid: int = DEFAULT_GRID, run_dir: str | Path | None = None,
                  backbone: str | None = None, out_dir: str | Path | None = None,
@@ -118,8 +125,7 @@ def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: s
     entry = registry_entry(method)
     trained_factory = match_factory(method) if TRAINED in entry.needs else None
     if ENCODER in entry.needs or (TRAINED in entry.needs and trained_factory is None):
-        raise MatchError(f"match does not run '{method}' yet; it runs nn, nn_best_layer, hpf, hpf_nn, hpf_single, sfnet, "
-                         f"cnngeometric and weakalign.")
+        raise MatchError(f"match does not run '{method}' yet; it runs {', '.join(matchable_methods())}.")
     backbone = backbone or cfg["backbones"][0]
     run = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     index = two_image_index(source, target)

@@ -60,6 +60,9 @@ class Method:
 METHODS: tuple[Method, ...] = (
     Method("nn", "predict_nn", (FEATURES,), "NN baseline on nn.layer", "pipeline_lib.methods.stage:nn_method",
            reads=("nn",)),
+    Method("nn_stage_ends", "predict_nn", (FEATURES,),
+           "NN on the backbone's stage-end layers (strides 8/16/32) as one hyperpixel, no search: the fixed bar",
+           "pipeline_lib.methods.stage:nn_stage_ends_method"),
     Method("nn_best_layer", "predict_hpf", (FEATURES, SEARCH),
            "NN baseline on its best single layer on the validation split", "pipeline_lib.hpf.stage:predictor",
            reads=("hpf",)),

@@ -16,7 +16,7 @@ from ..pair_prediction import predict_pairs
 from ..protocols import refuse_seen
 from ..settings import Settings, reads
 from ..stage_io import eval_pairs, finish_predictions, load_dataset
-from . import Predictor, nn_predictor
+from . import Predictor, nn_predictor, stage_end_layers
 from .registry import ENCODER, SEARCH, method as registry_entry, predictor_factory
 
 
@@ -24,6 +24,12 @@ def nn_method(method: str, cfg: Mapping, store: FeatureStore, search_json, devic
     """The nearest-neighbour baseline on ``nn.layer`` (no search record)."""
     layer = Settings(cfg).nn.layer
     return nn_predictor(store, layer, device), {"layer": store.resolve_layer(layer)}
+
+
+def nn_stage_ends_method(method: str, cfg: Mapping, store: FeatureStore, search_json, device) -> tuple[Predictor, dict]:
+    """The fixed bar: NN on the backbone's stage-end layers as one hyperpixel (no search record)."""
+    layers = stage_end_layers(store.layers)
+    return nn_predictor(store, layers, device), {"layers": layers}
 
 
 @reads("seed", "dataset", "evaluation")

@@ -3,19 +3,20 @@ rule predict_nn:
         pair_inputs,
         features=rules.extract_features.output.store,
     output:
-        predictions=f"{DATA}/{{backbone}}/methods/nn/predictions.csv",
-        meta=f"{DATA}/{{backbone}}/methods/nn/predict_meta.json",
+        predictions=f"{DATA}/{{backbone}}/methods/{{method}}/predictions.csv",
+        meta=f"{DATA}/{{backbone}}/methods/{{method}}/predict_meta.json",
+    wildcard_constraints:
+        method="|".join(predicted_by("predict_nn")),
     params:
         cfg=cfg_params(
             *reads_of("pipeline_lib.methods.stage:predict"),
             *reads_of_rule("predict_nn"),
             drop=SCORING_ONLY,
         ),
-        method="nn",
     log:
-        f"{LOGS}/predict_nn/{LOGD}/{{backbone}}.log",
+        f"{LOGS}/predict_nn/{LOGD}/{{backbone}}/{{method}}.log",
     benchmark:
-        f"{BENCH}/predict_nn/{LOGD}/{{backbone}}.tsv"
+        f"{BENCH}/predict_nn/{LOGD}/{{backbone}}/{{method}}.tsv"
     resources:
         mem_mb=4000,
         runtime=30,
