@@ -44,9 +44,9 @@ def test_touching_reruns_nothing_editing_a_row_reruns_the_index_and_after(repo, 
     lines = (root / "test_pairs.csv").read_text().splitlines(keepends=True)
     (root / "test_pairs.csv").write_text("".join(lines[:-1]))  # one pair row fewer
     r = snakemake(repo, work, "-n", config=cfg)
-    assert planned(r) == {"index_dataset", "predict_nn", "evaluate"}, r.stdout[-2000:]
+    assert planned(r) == {"index_dataset", "predict_nn", "evaluate", "draw_test_pairs"}, r.stdout[-2000:]
     assert snakemake(repo, work, config=cfg).returncode == 0
     assert n_pairs(work) == {11}
     write_png(root / "duck(S)" / "img1.png", 40, 60, seed=99)  # another picture under the same name
     r = snakemake(repo, work, "-n", config=cfg)
-    assert planned(r) == {"index_dataset", "extract_features", "predict_nn", "evaluate"}, r.stdout[-2000:]
+    assert planned(r) == {"index_dataset", "extract_features", "predict_nn", "evaluate", "draw_test_pairs"}, r.stdout[-2000:]
