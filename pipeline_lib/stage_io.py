@@ -62,7 +62,7 @@ def categories(cfg: Mapping) -> list[str]:
     if d["kind"] == "demo":
         return sorted(cfg["demo"]["photos"])
     root = Path(d["root"])
-    sub = {"pf-willow": root, "pf-pascal": root / "Annotations", "spair": root / "JPEGImages"}[d["kind"]]
+    sub = {"pf-willow": root, "folder": root, "pf-pascal": root / "Annotations", "spair": root / "JPEGImages"}[d["kind"]]
     if not sub.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {sub}; set {key}.root to the {d['kind']} release.")
     found = [p.name for p in category_dirs(sub)]

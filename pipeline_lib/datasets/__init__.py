@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from . import demo, pf_pascal, pf_willow, spair
+from . import demo, folder, pf_pascal, pf_willow, spair
 from .base import DatasetError, DatasetIndex, ImageRecord, Pair, SkippedPair, keypoint_box, load_mask, load_rgb
 from .pairs import (assign_category_fold_split, assign_image_disjoint_split, category_folds, training_image_ids,
                     training_pairs)
@@ -15,6 +15,7 @@ LOADERS: dict[str, Callable[..., DatasetIndex]] = {
     "pf-willow": pf_willow.load,
     "pf-pascal": pf_pascal.load,
     "spair": spair.load,
+    "folder": folder.load,
 }
 
 
@@ -42,6 +43,13 @@ def open_dataset(kind: str, root, name: str | None = None, pairs_csv: str = "", 
     pair but a seeded ``val_fraction`` of each category's (a cross-dataset protocol's training dataset)."""
     if kind not in LOADERS:
         raise DatasetError(f"unknown dataset kind '{kind}'; choose one of {sorted(LOADERS)}.")
+    if kind == "folder":  # no keypoints: every pair trains, nothing is tested (all_test: the image-only view)
+        if split_mode not in ("given", "all_test"):
+            raise DatasetError(f"dataset kind 'folder' has no keypoints, so every pair is a training pair; "
+                               f"dataset.split.mode '{split_mode}' would split off pairs nothing can score. "
+                               f"Set dataset.split.mode: given.")
+        return keep_categories(LOADERS[kind](root, name=name or kind, pairs_csv=pairs_csv, on_bad_pair=on_bad_pair),
+                               categories)
     index = keep_categories(LOADERS[kind](root, name=name or kind, pairs_csv=pairs_csv, on_bad_pair=on_bad_pair),
                             categories)
     if split_mode == "train_val":  # a training dataset: every pair trains, val_fraction per category validates

@@ -283,3 +283,32 @@ def test_hidden_and_archive_folders_are_not_categories(tmp_path):
     (root / "__MACOSX").mkdir()
     ds = open_dataset("pf-willow", root)
     assert ds.categories() == ["car(G)", "duck(S)"]
+
+
+def test_a_folder_of_unlabelled_images_pairs_every_two_images_of_a_category(tmp_path):
+    for c, n in (("cats", 3), ("dogs", 2)):
+        for i in range(n):
+            write_png(tmp_path / c / f"im{i}{'.jpg' if i == 1 else '.png'}", 30, 40, seed=i)
+    (tmp_path / "cats" / "notes.txt").write_text("not an image")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    index = open_dataset("folder", tmp_path, split_mode="given")
+    assert sorted(index.images) == ["cats/im0", "cats/im1", "cats/im2", "dogs/im0", "dogs/im1"]
+    assert len(index.pairs) == 3 * 2 + 2 * 1 and {p.split for p in index.pairs} == {"train"}
+    assert all(p.src_kps.shape == (0, 2) and p.category == p.src.split("/")[0] for p in index.pairs)
+    assert len(open_dataset("folder", tmp_path).pairs) == 8  # the split-free view (feature extraction) too
+    with pytest.raises(DatasetError, match="split.mode: given"):
+        open_dataset("folder", tmp_path, split_mode="image_disjoint", train_fraction=0.5, val_fraction=0.2)
+    with pytest.raises(DatasetError, match="leave pairs_csv empty"):
+        open_dataset("folder", tmp_path, pairs_csv="pairs.csv", split_mode="given")
+    write_png(tmp_path / "dogs" / "im1.png", 30, 40, seed=3)
+    with pytest.raises(DatasetError, match=r"dogs/im1\.png and .*dogs/im1\.jpg share the name 'dogs/im1'"):
+        open_dataset("folder", tmp_path, split_mode="given")
+    (tmp_path / "dogs" / "im1.png").unlink()
+    (tmp_path / "dogs" / "im1.jpg").write_bytes(b"")  # a zero-byte image
+    with pytest.raises(DatasetError, match=r"dogs/im1\.jpg.*on_bad_pair: skip"):
+        open_dataset("folder", tmp_path, split_mode="given")
+    with pytest.raises(DatasetError, match=r"dogs holds 1 readable image"):  # skipping it leaves dogs one image
+        open_dataset("folder", tmp_path, split_mode="given", on_bad_pair="skip")
+    write_png(tmp_path / "dogs" / "im2.png", 30, 40, seed=5)
+    index = open_dataset("folder", tmp_path, split_mode="given", on_bad_pair="skip")
+    assert "dogs/im1" not in index.images and len(index.skipped) == 1 and len(index.pairs) == 6 + 2

@@ -1,5 +1,6 @@
 # Path builders and target lists; no science here.
 import json
+import sys
 
 import torch
 
@@ -103,7 +104,26 @@ def per_fold(path):
     return expand(path, fold=FOLDS) if FOLDS else [path]
 
 
+# Kinds without keypoints: nothing can be searched or scored, so the targets are the label-free chain.
+UNLABELLED_KINDS = ("folder",)
+
+
+def unlabelled_outputs():
+    """A folder of unlabelled images: features, manifold, pseudo flow, the Siamese network and its encoder's
+    features (the layer search and every prediction and table need keypoints)."""
+    print(f"dataset kind '{config['dataset']['kind']}' has no keypoints: running features, manifold, pseudo flow, "
+          f"Siamese training and the trained encoder's features; the layer search, predictions and PCK tables need "
+          f"keypoints and are skipped (methods {config['methods']} not predicted).", file=sys.stderr)
+    out = []
+    for b in config["backbones"]:
+        out += [f"{BASE}/{b}/manifold/summary.csv", f"{DATA}/{b}/siamese/model.pt", f"{DATA}/{b}/chain/features.zarr"]
+        out += expand(f"{BASE}/{b}/pseudo_flow/{{category}}/pseudo_flow.zarr", category=categories(config))
+    return out
+
+
 def final_outputs():
+    if config["dataset"]["kind"] in UNLABELLED_KINDS:
+        return unlabelled_outputs()
     out = []
     # methods trained on the manifold's pseudo ground truth need it: its summaries join the targets
     if config["manifold"]["run"] or PSEUDO_GT_METHODS & set(config["methods"]):
