@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import ConfigError, load_config
 from .datasets import DatasetError
 from .inspect import describe, save_feature_picture
-from .match import DEFAULT_GRID, DEFAULT_METHOD, MatchError, match_images, parse_points
+from .match import DEFAULT_GRID, DEFAULT_METHOD, DEFAULT_WARP_STEP, MatchError, match_images, parse_points
 from .readme_results import update_readme
 
 
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--points", help="source points 'x,y;x,y' or a CSV with x and y columns (original pixels)")
     m.add_argument("--grid", type=int, default=DEFAULT_GRID, help="points per side of the source grid when no --points")
     m.add_argument("--out", help="output directory (default: <results_dir>/match/<source>__<target>/<method>)")
+    m.add_argument("--warp-step", type=int, default=DEFAULT_WARP_STEP,
+                   help="warp.png: target pixels this far apart matched back into the source (0 = no warp.png)")
     r = sub.add_parser("readme-results", help="regenerate README.md's results section from the result files")
     r.add_argument("configs", nargs="*", default=["config/config.yaml", "config/demo-stack.yaml",
                                                    "config/pf-willow.yaml", "config/pf-willow-split.yaml",
@@ -52,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.configfile)
             points = parse_points(args.points) if args.points else None
             res = match_images(cfg, args.source, args.target, args.method, points, args.grid, args.run_dir,
-                               args.backbone, args.out, args.configfile)
+                               args.backbone, args.out, args.configfile, args.warp_step)
         except (MatchError, DatasetError, ConfigError) as exc:
             print(f"match: {exc}", file=sys.stderr)
             return 2
+        warp = f", warp {res.out_dir / 'warp.png'}" if args.warp_step else ""
         print(f"{len(res.src_points)} points matched with {args.method}: {res.out_dir / 'matches.csv'}, "
-              f"picture {res.out_dir / 'match.png'}, record {res.out_dir / 'meta.json'}")
+              f"picture {res.out_dir / 'match.png'}{warp}, record {res.out_dir / 'meta.json'}")
         return 0
 
     if args.command == "inspect":

@@ -6,7 +6,9 @@ method's predictor from the registry, with the layers its run searched (``<run>/
 or the weights its run trained (``<run>/<backbone>/<method>/model.pt``), and the per-pair loop of
 :func:`pipeline_lib.pair_prediction.predict_pairs`. Source points: given (``x,y;x,y`` or a CSV with ``x``
 and ``y`` columns, original pixels) or a grid over the source image. Writes ``matches.csv``, ``match.png``
-(the two images side by side, each match a line coloured by where it starts) and ``meta.json``.
+(the two images side by side, each match a line coloured by where it starts), ``warp.png`` (the source
+warped onto the target through the method's matches of the target's pixels back into the source, the same
+for every method: for a flow method its dense flow, for a matcher its matches) and ``meta.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .atomic import atomic_path, write_text
 from .backbones import checkpoint_key, resolve_device
@@ -26,6 +30,7 @@ from .datasets import DatasetIndex, ImageRecord, Pair, load_rgb
 from .datasets.base import image_size
 from .features import FeatureStore
 from .features.stage import extract
+from .kernels.grids import pixels_to_normalised
 from .methods.registry import (ENCODER, METHODS, SEARCH, TRAINED, match_factory, method as registry_entry,
                                predictor_factory)
 from .pair_prediction import on_images, predict_pairs
@@ -33,6 +38,7 @@ from .provenance import provenance
 
 DEFAULT_METHOD = "hpf"  # the best training-free method of every result table
 DEFAULT_GRID = 10  # points per side of the default source grid
+DEFAULT_WARP_STEP = 4  # target pixels matched back into the source for warp.png, every this many px
 SOURCE, TARGET = "match/source", "match/target"
 
 
@@ -120,8 +126,10 @@ def matchable_methods() -> list[str]:
 def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: str = DEFAULT_METHOD,
                  points: np.ndarray | None = None, grid: int = DEFAULT_GRID, run_dir: str | Path | None = None,
                  backbone: str | None = None, out_dir: str | Path | None = None,
-                 configfile: str = "config/config.yaml") -> MatchResult:
-    """Match ``points`` (default: a grid) of ``source`` into ``target`` with ``method`` of a finished run."""
+                 configfile: str = "config/config.yaml", warp_step: int = DEFAULT_WARP_STEP) -> MatchResult:
+    """Match ``points`` (default: a grid) of ``source`` into ``target`` with ``method`` of a finished run; with
+    ``warp_step`` > 0 also match the target's pixels every ``warp_step`` px back into the source and draw the
+    source warped onto the target (``warp.png``)."""
     entry = registry_entry(method)
     trained_factory = match_factory(method) if TRAINED in entry.needs else None
     if ENCODER in entry.needs or (TRAINED in entry.needs and trained_factory is None):
@@ -139,12 +147,15 @@ def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: s
                                                      / f"{Path(source).stem}__{Path(target).stem}" / method)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg["device"])
-    pair = Pair("match", "match", SOURCE, TARGET, pts, np.full_like(pts, np.nan), np.ones(len(pts), dtype=bool))
+    trg_hw = (index.images[TARGET].height, index.images[TARGET].width)
+    back = warp_grid(trg_hw, warp_step) if warp_step else np.zeros((0, 2))
+    pairs = [Pair("match", "match", SOURCE, TARGET, pts, np.full_like(pts, np.nan), np.ones(len(pts), dtype=bool)),
+             Pair("back", "match", TARGET, SOURCE, back, np.full_like(back, np.nan), np.ones(len(back), dtype=bool))]
     if trained_factory is not None:
         weights = _require(run / backbone / method / "model.pt", "trained weights", f"train_{method}", configfile)
         artifacts = {"weights": str(weights), "weights_sha256": checkpoint_key(weights)}
         fn = on_images(trained_factory(cfg, backbone, weights, device), index.images)
-        preds, _ = predict_pairs(fn, [pair], progress=False)
+        preds, _ = predict_pairs(fn, pairs, progress=False)
     else:
         search_json = None
         artifacts = {}
@@ -157,10 +168,66 @@ def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: s
         store = FeatureStore(store_path)
         predictor, params = predictor_factory(method)(entry.variant, cfg, store, search_json, device)
         artifacts["params"] = params
-        preds, _ = predict_pairs(predictor, [pair], frame=store, progress=False)
+        preds, _ = predict_pairs(predictor, pairs, frame=store, progress=False)
     trg_pts = preds["match"]
     _write_outputs(out, cfg, method, backbone, source, target, pts, trg_pts, artifacts, run)
+    if warp_step:
+        src_img, trg_img = load_rgb(Path(source)), load_rgb(Path(target))
+        warped = warp_source(src_img, preds["back"], trg_hw, warp_step)
+        draw_warp(trg_img, warped, out / "warp.png", f"{method}: {Path(source).name} warped onto {Path(target).name} "
+                                                     f"by its target->source matches every {warp_step} px")
     return MatchResult(pts, trg_pts, out, artifacts)
+
+
+def _warp_axes(hw: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Evenly spaced pixel rows and columns at most ``step`` px apart, first and last pixel included (the
+    spacing ``align_corners=True`` interpolation assumes)."""
+    return tuple(np.linspace(0, n - 1, int(np.ceil((n - 1) / step)) + 1) for n in hw)
+
+
+def warp_grid(hw: tuple[int, int], step: int) -> np.ndarray:
+    """(n, 2) xy of the pixels at most ``step`` px apart over an (H, W) image, row by row."""
+    ys, xs = _warp_axes(hw, step)
+    return np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+
+
+def warp_source(src_img: np.ndarray, back: np.ndarray, trg_hw: tuple[int, int], step: int) -> np.ndarray:
+    """The source image seen through the target->source matches ``back`` of :func:`warp_grid` (``trg_hw``,
+    ``step``): the matched source positions interpolated bilinearly to every target pixel, the source read there
+    (black where a match is missing or outside the source)."""
+    h, w = trg_hw
+    ys, xs = _warp_axes(trg_hw, step)
+    field = torch.from_numpy(back.reshape(len(ys), len(xs), 2).transpose(2, 0, 1).copy())[None]
+    ok = torch.isfinite(field).all(1, keepdim=True)
+    field = torch.nan_to_num(field, nan=-1e6)
+    dense = F.interpolate(field, size=(h, w), mode="bilinear", align_corners=True)[0].permute(1, 2, 0)
+    valid = F.interpolate(ok.double(), size=(h, w), mode="nearest")[0, 0] > 0
+    src = torch.from_numpy(np.ascontiguousarray(src_img, dtype=np.float64)).permute(2, 0, 1)[None]
+    grid = pixels_to_normalised(dense, src_img.shape[:2])[None]
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0].permute(1, 2, 0)
+    out[~valid] = 0
+    return out.clamp(0, 255).round().to(torch.uint8).numpy()
+
+
+def draw_warp(trg_img: np.ndarray, warped: np.ndarray, path: str | Path, title: str = "") -> None:
+    """Target, the source warped onto it, and their half-and-half blend, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blend = ((trg_img.astype(np.float64) + warped) / 2).astype(np.uint8)
+    h, w = trg_img.shape[:2]
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3 * h / w + 0.4))
+    for ax, img, name in zip(axes, (trg_img, warped, blend), ("target", "source warped onto the target", "blend")):
+        ax.imshow(img)
+        ax.set_title(name, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
 
 
 def _write_outputs(out: Path, cfg: Mapping, method: str, backbone: str, source, target, src_pts: np.ndarray,
@@ -216,4 +283,4 @@ def draw_matches(src_img: np.ndarray, trg_img: np.ndarray, src_pts: np.ndarray, 
 
 
 __all__ = ["MatchError", "MatchResult", "parse_points", "grid_points", "two_image_index", "match_images",
-           "draw_matches", "DEFAULT_METHOD"]
+           "draw_matches", "warp_grid", "warp_source", "draw_warp", "DEFAULT_METHOD", "DEFAULT_WARP_STEP"]

@@ -10,7 +10,7 @@ import yaml
 
 from pipeline_lib.__main__ import main
 from pipeline_lib.config import validate_config
-from pipeline_lib.match import MatchError, grid_points, match_images, parse_points
+from pipeline_lib.match import MatchError, grid_points, match_images, parse_points, warp_grid, warp_source
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_nn_recovers_the_known_warp_of_two_demo_images(demo_pair, tmp_path):
     assert np.median(err) < 0.08 * 128 and np.median(err) < 0.5 * np.median(still), (err, still)
     rows = list(csv.DictReader((tmp_path / "out" / "matches.csv").open()))
     assert len(rows) == len(src_kps) and float(rows[0]["src_x"]) == pytest.approx(src_kps[0, 0], abs=1e-3)
-    assert (tmp_path / "out" / "match.png").stat().st_size > 0
+    assert (tmp_path / "out" / "match.png").stat().st_size > 0 and (tmp_path / "out" / "warp.png").stat().st_size > 0
     assert json.loads((tmp_path / "out" / "meta.json").read_text())["method"] == "nn"
 
 
@@ -90,3 +90,18 @@ def test_the_command_line_writes_the_matches_and_reports_errors(demo_pair, tmp_p
     assert len(list(csv.DictReader((out / "matches.csv").open()))) == 2
     assert main(["match", str(src), str(trg), "--method", "nn", "--configfile", str(cfg_file), "--points", "10;x"]) == 2
     assert "is not 'x,y'" in capsys.readouterr().err
+
+
+def test_the_warp_of_a_known_translation_moves_the_source_by_it():
+    """Target pixel p matched to source pixel p + (3, 2): the warped source at p is the source at p + (3, 2)."""
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    grid = warp_grid((40, 50), 4)
+    assert grid[0].tolist() == [0, 0] and grid[-1].tolist() == [49, 39]
+    back = grid + (3.0, 2.0)
+    warped = warp_source(src, back, (40, 50), 4)
+    assert warped.shape == src.shape
+    np.testing.assert_array_equal(warped[:38, :47], src[2:, 3:])
+    assert (warped[38:, :] == 0).all() and (warped[:, 47:] == 0).all()  # matched outside the source: black
+    back[5] = np.nan  # a missing match blacks out its neighbourhood, never smears
+    assert (warp_source(src, back, (40, 50), 4)[0, 20] == 0).all()
