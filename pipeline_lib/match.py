@@ -134,6 +134,8 @@ def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: s
     trained_factory = match_factory(method) if TRAINED in entry.needs else None
     if ENCODER in entry.needs or (TRAINED in entry.needs and trained_factory is None):
         raise MatchError(f"match does not run '{method}' yet; it runs {', '.join(matchable_methods())}.")
+    if warp_step < 0:
+        raise MatchError(f"--warp-step must be >= 0 (0: no warp.png), got {warp_step}.")
     backbone = backbone or cfg["backbones"][0]
     run = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     index = two_image_index(source, target)

@@ -60,6 +60,8 @@ def test_methods_match_cannot_run_and_points_outside_the_image_are_refused(demo_
         match_images(config(tmp_path), src, trg, "fcss")
     with pytest.raises(MatchError, match="outside"):
         match_images(config(tmp_path), src, trg, "nn", points=np.array([[500.0, 3.0]]))
+    with pytest.raises(MatchError, match="--warp-step must be >= 0"):
+        match_images(config(tmp_path), src, trg, "nn", warp_step=-1)
     with pytest.raises(MatchError, match="target image not found"):
         match_images(config(tmp_path), src, tmp_path / "nope.png", "nn")
     folds = config(tmp_path, dataset={"name": "f", "kind": "demo", "split": {"mode": "category_folds", "folds": 2}})
