@@ -43,15 +43,14 @@ def open_dataset(kind: str, root, name: str | None = None, pairs_csv: str = "", 
     pair but a seeded ``val_fraction`` of each category's (a cross-dataset protocol's training dataset)."""
     if kind not in LOADERS:
         raise DatasetError(f"unknown dataset kind '{kind}'; choose one of {sorted(LOADERS)}.")
-    if kind == "folder":  # no keypoints: every pair trains, nothing is tested (all_test: the image-only view)
-        if split_mode not in ("given", "all_test"):
-            raise DatasetError(f"dataset kind 'folder' has no keypoints, so every pair is a training pair; "
-                               f"dataset.split.mode '{split_mode}' would split off pairs nothing can score. "
-                               f"Set dataset.split.mode: given.")
-        return keep_categories(LOADERS[kind](root, name=name or kind, pairs_csv=pairs_csv, on_bad_pair=on_bad_pair),
-                               categories)
+    if kind == "folder" and split_mode not in ("given", "all_test"):
+        raise DatasetError(f"dataset kind 'folder' has no keypoints, so every pair is a training pair; "
+                           f"dataset.split.mode '{split_mode}' would split off pairs nothing can score. "
+                           f"Set dataset.split.mode: given.")
     index = keep_categories(LOADERS[kind](root, name=name or kind, pairs_csv=pairs_csv, on_bad_pair=on_bad_pair),
                             categories)
+    if kind == "folder":  # no keypoints: every pair trains, nothing is tested (all_test: the image-only view)
+        return index
     if split_mode == "train_val":  # a training dataset: every pair trains, val_fraction per category validates
         index.pairs = assign_category_fold_split(index.pairs, None, {c: 0 for c in index.categories()},
                                                  val_fraction, seed)
