@@ -14,7 +14,6 @@ for every method: for a flow method its dense flow, for a matcher its matches) a
 from __future__ import annotations
 
 import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,8 @@ from .datasets import DatasetIndex, ImageRecord, Pair, load_rgb
 from .datasets.base import image_size
 from .features import FeatureStore
 from .features.stage import extract
-from .kernels.grids import pixels_to_normalised
+from .evaluation.summary import write_csv
+from .kernels.sampling import sample_at_pixels
 from .methods.registry import (ENCODER, METHODS, SEARCH, TRAINED, match_factory, method as registry_entry,
                                predictor_factory)
 from .pair_prediction import on_images, predict_pairs
@@ -38,6 +38,7 @@ from .provenance import provenance
 
 DEFAULT_METHOD = "hpf"  # the best training-free method of every result table
 DEFAULT_GRID = 10  # points per side of the default source grid
+MATCH_COLUMNS = ("point", "src_x", "src_y", "trg_x", "trg_y")
 DEFAULT_WARP_STEP = 4  # target pixels matched back into the source for warp.png, every this many px
 SOURCE, TARGET = "match/source", "match/target"
 
@@ -131,9 +132,9 @@ def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: s
     ``warp_step`` > 0 also match the target's pixels every ``warp_step`` px back into the source and draw the
     source warped onto the target (``warp.png``)."""
     entry = registry_entry(method)
-    trained_factory = match_factory(method) if TRAINED in entry.needs else None
-    if ENCODER in entry.needs or (TRAINED in entry.needs and trained_factory is None):
+    if method not in matchable_methods():
         raise MatchError(f"match does not run '{method}' yet; it runs {', '.join(matchable_methods())}.")
+    trained_factory = match_factory(method) if TRAINED in entry.needs else None
     if warp_step < 0:
         raise MatchError(f"--warp-step must be >= 0 (0: no warp.png), got {warp_step}.")
     backbone = backbone or cfg["backbones"][0]
@@ -172,9 +173,9 @@ def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: s
         artifacts["params"] = params
         preds, _ = predict_pairs(predictor, pairs, frame=store, progress=False)
     trg_pts = preds["match"]
-    _write_outputs(out, cfg, method, backbone, source, target, pts, trg_pts, artifacts, run)
+    src_img, trg_img = load_rgb(Path(source)), load_rgb(Path(target))
+    _write_outputs(out, cfg, method, backbone, source, target, src_img, trg_img, pts, trg_pts, artifacts, run)
     if warp_step:
-        src_img, trg_img = load_rgb(Path(source)), load_rgb(Path(target))
         warped = warp_source(src_img, preds["back"], trg_hw, warp_step)
         draw_warp(trg_img, warped, out / "warp.png", f"{method}: {Path(source).name} warped onto {Path(target).name} "
                                                      f"by its target->source matches every {warp_step} px")
@@ -204,9 +205,8 @@ def warp_source(src_img: np.ndarray, back: np.ndarray, trg_hw: tuple[int, int], 
     field = torch.nan_to_num(field, nan=-1e6)
     dense = F.interpolate(field, size=(h, w), mode="bilinear", align_corners=True)[0].permute(1, 2, 0)
     valid = F.interpolate(ok.double(), size=(h, w), mode="nearest")[0, 0] > 0
-    src = torch.from_numpy(np.ascontiguousarray(src_img, dtype=np.float64)).permute(2, 0, 1)[None]
-    grid = pixels_to_normalised(dense, src_img.shape[:2])[None]
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0].permute(1, 2, 0)
+    src = torch.from_numpy(np.ascontiguousarray(src_img, dtype=np.float64)).permute(2, 0, 1)
+    out = sample_at_pixels(src, dense.reshape(-1, 2), src_img.shape[:2]).reshape(h, w, -1)
     out[~valid] = 0
     return out.clamp(0, 255).round().to(torch.uint8).numpy()
 
@@ -232,14 +232,12 @@ def draw_warp(trg_img: np.ndarray, warped: np.ndarray, path: str | Path, title: 
     plt.close(fig)
 
 
-def _write_outputs(out: Path, cfg: Mapping, method: str, backbone: str, source, target, src_pts: np.ndarray,
-                   trg_pts: np.ndarray, artifacts: dict, run: Path) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(("point", "src_x", "src_y", "trg_x", "trg_y"))
-    w.writerows((i, f"{a[0]:.3f}", f"{a[1]:.3f}", f"{b[0]:.3f}", f"{b[1]:.3f}") for i, (a, b) in enumerate(zip(src_pts, trg_pts)))
-    write_text(out / "matches.csv", buf.getvalue())
-    draw_matches(load_rgb(Path(source)), load_rgb(Path(target)), src_pts, trg_pts, out / "match.png",
+def _write_outputs(out: Path, cfg: Mapping, method: str, backbone: str, source, target, src_img: np.ndarray,
+                   trg_img: np.ndarray, src_pts: np.ndarray, trg_pts: np.ndarray, artifacts: dict, run: Path) -> None:
+    rows = [{"point": i, "src_x": f"{a[0]:.3f}", "src_y": f"{a[1]:.3f}", "trg_x": f"{b[0]:.3f}", "trg_y": f"{b[1]:.3f}"}
+            for i, (a, b) in enumerate(zip(src_pts, trg_pts))]
+    write_csv(out / "matches.csv", rows, MATCH_COLUMNS)
+    draw_matches(src_img, trg_img, src_pts, trg_pts, out / "match.png",
                  f"{method} ({backbone}): {Path(source).name} -> {Path(target).name}")
     meta = {"method": method, "backbone": backbone, "source": str(source), "target": str(target), "run_dir": str(run),
             "n_points": int(len(src_pts)), "artifacts": artifacts, **provenance(cfg, seed=None)}

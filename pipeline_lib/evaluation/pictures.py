@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ..atomic import atomic_path
 from ..datasets import DatasetIndex, Pair, load_rgb
@@ -41,8 +42,6 @@ def safe_name(category: str) -> str:
 
 def _fit(image: np.ndarray, cell: int) -> tuple[np.ndarray, float]:
     """``image`` scaled to fit a ``cell`` x ``cell`` square (aspect kept), and the scale."""
-    from PIL import Image
-
     h, w = image.shape[:2]
     scale = cell / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
