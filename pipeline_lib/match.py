@@ -20,20 +20,17 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .atomic import atomic_path, write_text
 from .backbones import checkpoint_key, resolve_device
 from .datasets import DatasetIndex, ImageRecord, Pair, load_rgb
 from .datasets.base import image_size
 from .features import FeatureStore
-from .features.stage import extract
+from .features.stage import extract, extract_encoder
 from .evaluation.summary import write_csv
-from .kernels.sampling import sample_at_pixels
-from .methods.registry import (ENCODER, METHODS, SEARCH, TRAINED, match_factory, method as registry_entry,
-                               predictor_factory)
-from .pair_prediction import on_images, predict_pairs
+from .kernels.image_warp import warp_grid, warp_source
+from .methods.registry import ENCODER, SEARCH, match_factory, method as registry_entry, predictor_factory
+from .pair_prediction import predict_pairs
 from .provenance import provenance
 
 DEFAULT_METHOD = "hpf"  # the best training-free method of every result table
@@ -118,12 +115,6 @@ def _require(path: Path, what: str, rule: str, configfile: str) -> Path:
     return path
 
 
-def matchable_methods() -> list[str]:
-    """The registry's methods ``match`` runs: feature-based ones on the backbone's features, trained ones with a
-    ``match`` factory."""
-    return [m.name for m in METHODS if ENCODER not in m.needs and (TRAINED not in m.needs or m.match)]
-
-
 def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: str = DEFAULT_METHOD,
                  points: np.ndarray | None = None, grid: int = DEFAULT_GRID, run_dir: str | Path | None = None,
                  backbone: str | None = None, out_dir: str | Path | None = None,
@@ -131,10 +122,10 @@ def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: s
     """Match ``points`` (default: a grid) of ``source`` into ``target`` with ``method`` of a finished run; with
     ``warp_step`` > 0 also match the target's pixels every ``warp_step`` px back into the source and draw the
     source warped onto the target (``warp.png``)."""
-    entry = registry_entry(method)
-    if method not in matchable_methods():
-        raise MatchError(f"match does not run '{method}' yet; it runs {', '.join(matchable_methods())}.")
-    trained_factory = match_factory(method) if TRAINED in entry.needs else None
+    try:
+        entry = registry_entry(method)
+    except ValueError as exc:
+        raise MatchError(str(exc)) from None
     if warp_step < 0:
         raise MatchError(f"--warp-step must be >= 0 (0: no warp.png), got {warp_step}.")
     backbone = backbone or cfg["backbones"][0]
@@ -154,24 +145,29 @@ def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: s
     back = warp_grid(trg_hw, warp_step) if warp_step else np.zeros((0, 2))
     pairs = [Pair("match", "match", SOURCE, TARGET, pts, np.full_like(pts, np.nan), np.ones(len(pts), dtype=bool)),
              Pair("back", "match", TARGET, SOURCE, back, np.full_like(back, np.nan), np.ones(len(back), dtype=bool))]
-    if trained_factory is not None:
+    if entry.trained:
         weights = _require(run / backbone / method / "model.pt", "trained weights", f"train_{method}", configfile)
         artifacts = {"weights": str(weights), "weights_sha256": checkpoint_key(weights)}
-        fn = on_images(trained_factory(cfg, backbone, weights, device), index.images)
-        preds, _ = predict_pairs(fn, pairs, progress=False)
+        fn, frame = match_factory(method)(cfg, backbone, weights, device, index.images)
     else:
         search_json = None
         artifacts = {}
+        chain = ENCODER in entry.needs  # gaur_hpf: the Siamese-trained encoder's features, its own layer search
         if SEARCH in entry.needs:
-            search_json = _require(run / backbone / "hpf" / "search.json", "searched layers", "search_hyperpixel_layers",
-                                   configfile)
+            search_json = _require(run / backbone / ("chain" if chain else "hpf") / "search.json", "searched layers",
+                                   "search_gaur_layers" if chain else "search_hyperpixel_layers", configfile)
             artifacts = {"search": str(search_json), "search_sha256": checkpoint_key(search_json)}
         store_path = out / "features.zarr"
-        extract(cfg, backbone, store_path, index=index)
-        store = FeatureStore(store_path)
-        predictor, params = predictor_factory(method)(entry.variant, cfg, store, search_json, device)
+        if chain:
+            encoder = _require(run / backbone / "siamese" / "model.pt", "Siamese-trained encoder", "train_siamese",
+                               configfile)
+            artifacts.update(encoder=str(encoder), encoder_sha256=extract_encoder(cfg, encoder, store_path, index=index))
+        else:
+            extract(cfg, backbone, store_path, index=index)
+        frame = FeatureStore(store_path)
+        fn, params = predictor_factory(method)(entry.variant, cfg, frame, search_json, device)
         artifacts["params"] = params
-        preds, _ = predict_pairs(predictor, pairs, frame=store, progress=False)
+    preds, _ = predict_pairs(fn, pairs, frame=frame, progress=False)
     trg_pts = preds["match"]
     src_img, trg_img = load_rgb(Path(source)), load_rgb(Path(target))
     _write_outputs(out, cfg, method, backbone, source, target, src_img, trg_img, pts, trg_pts, artifacts, run)
@@ -180,35 +176,6 @@ def match_images(cfg: Mapping, source: str | Path, target: str | Path, method: s
         draw_warp(trg_img, warped, out / "warp.png", f"{method}: {Path(source).name} warped onto {Path(target).name} "
                                                      f"by its target->source matches every {warp_step} px")
     return MatchResult(pts, trg_pts, out, artifacts)
-
-
-def _warp_axes(hw: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Evenly spaced pixel rows and columns at most ``step`` px apart, first and last pixel included (the
-    spacing ``align_corners=True`` interpolation assumes)."""
-    return tuple(np.linspace(0, n - 1, int(np.ceil((n - 1) / step)) + 1) for n in hw)
-
-
-def warp_grid(hw: tuple[int, int], step: int) -> np.ndarray:
-    """(n, 2) xy of the pixels at most ``step`` px apart over an (H, W) image, row by row."""
-    ys, xs = _warp_axes(hw, step)
-    return np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
-
-
-def warp_source(src_img: np.ndarray, back: np.ndarray, trg_hw: tuple[int, int], step: int) -> np.ndarray:
-    """The source image seen through the target->source matches ``back`` of :func:`warp_grid` (``trg_hw``,
-    ``step``): the matched source positions interpolated bilinearly to every target pixel, the source read there
-    (black where a match is missing or outside the source)."""
-    h, w = trg_hw
-    ys, xs = _warp_axes(trg_hw, step)
-    field = torch.from_numpy(back.reshape(len(ys), len(xs), 2).transpose(2, 0, 1).copy())[None]
-    ok = torch.isfinite(field).all(1, keepdim=True)
-    field = torch.nan_to_num(field, nan=-1e6)
-    dense = F.interpolate(field, size=(h, w), mode="bilinear", align_corners=True)[0].permute(1, 2, 0)
-    valid = F.interpolate(ok.double(), size=(h, w), mode="nearest")[0, 0] > 0
-    src = torch.from_numpy(np.ascontiguousarray(src_img, dtype=np.float64)).permute(2, 0, 1)
-    out = sample_at_pixels(src, dense.reshape(-1, 2), src_img.shape[:2]).reshape(h, w, -1)
-    out[~valid] = 0
-    return out.clamp(0, 255).round().to(torch.uint8).numpy()
 
 
 def draw_warp(trg_img: np.ndarray, warped: np.ndarray, path: str | Path, title: str = "") -> None:
@@ -283,4 +250,4 @@ def draw_matches(src_img: np.ndarray, trg_img: np.ndarray, src_pts: np.ndarray, 
 
 
 __all__ = ["MatchError", "MatchResult", "parse_points", "grid_points", "two_image_index", "match_images",
-           "draw_matches", "warp_grid", "warp_source", "draw_warp", "DEFAULT_METHOD", "DEFAULT_WARP_STEP"]
+           "draw_matches", "draw_warp", "DEFAULT_METHOD", "DEFAULT_WARP_STEP"]

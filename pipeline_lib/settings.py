@@ -301,9 +301,10 @@ class EvaluationSection:
 
 @dataclass(frozen=True)
 class PicturesSection:
-    """``pictures``: Pictures of evaluation pairs with every method's predictions."""
+    """``pictures``: Pictures of evaluation pairs: every method's predictions, every dense flow's warp."""
 
     per_category: int = schema_default("pictures", "per_category")
+    warp_step: int = schema_default("pictures", "warp_step")
 
 
 class Settings:

@@ -1,4 +1,5 @@
-"""Pictures of test pairs: every method's transferred keypoints against the truth, one figure per category.
+"""Pictures of test pairs, one figure per category: every method's transferred keypoints against the truth
+(:func:`draw_category`), and the source warped onto the target by every dense-flow method (:func:`draw_warps`).
 
 Per test pair: first the source image with its keypoints, then one panel per method (wrapping after
 ``PANELS_PER_ROW``): the target image with the method's predictions, each joined to its true position by a line, green where the keypoint is
@@ -54,10 +55,6 @@ def draw_category(pairs: Sequence[Pair], index: DatasetIndex, preds: Mapping[str
     """One figure: per pair, the source then each method's predictions on the target, ``columns`` panels per
     row (``preds``: method -> pair id -> (K, 2) original target pixels). The panels are laid out as one
     mosaic on one axes (a grid of axes costs matplotlib seconds per figure)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
 
     methods = list(preds)
@@ -90,22 +87,62 @@ def draw_category(pairs: Sequence[Pair], index: DatasetIndex, preds: Mapping[str
             dots.append(a)
             dot_colours += colours
             titles.append((x0, y0, f"{m}: {int(ok.sum())}/{int(p.valid.sum())}"))
+    fig, ax = _mosaic_figure(mosaic, titles, f"{pairs[0].category}: predictions (dots) joined to their true points; "
+                                             f"green = correct at alpha {alpha:g} x {threshold} (n correct / n keypoints)")
+    ax.add_collection(LineCollection(segments, colors=seg_colours, linewidths=0.9))
+    ax.scatter(*np.concatenate(dots).T, s=10, c=dot_colours, edgecolors="k", linewidths=0.3, zorder=3)
+    _save(fig, path)
+
+
+def _mosaic_figure(mosaic: np.ndarray, titles: Sequence[tuple[int, int, str]], suptitle: str):
+    """A matplotlib figure of ``mosaic`` at one pixel per pixel, with titles (x, y, text) above their panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     height, width = mosaic.shape[:2]
     fig = plt.figure(figsize=(width / FIGURE_DPI, height / FIGURE_DPI + 0.3), dpi=FIGURE_DPI)
     ax = fig.add_axes((0, 0, 1, height / (height + 0.3 * FIGURE_DPI)))
     ax.imshow(mosaic, interpolation="nearest")
-    ax.add_collection(LineCollection(segments, colors=seg_colours, linewidths=0.9))
-    ax.scatter(*np.concatenate(dots).T, s=10, c=dot_colours, edgecolors="k", linewidths=0.3, zorder=3)
     for x, y, text in titles:
         ax.text(x, y - 4, text, fontsize=6.5, va="bottom", ha="left", clip_on=True)
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.axis("off")
-    fig.suptitle(f"{pairs[0].category}: predictions (dots) joined to their true points; green = correct at alpha "
-                 f"{alpha:g} x {threshold} (n correct / n keypoints)", fontsize=7, y=0.995, va="top")
+    fig.suptitle(suptitle, fontsize=7, y=0.995, va="top")
+    return fig, ax
+
+
+def _save(fig, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=FIGURE_DPI)
     plt.close(fig)
 
 
-__all__ = ["pairs_to_draw", "draw_category", "safe_name", "CORRECT", "WRONG"]
+def draw_warps(pairs: Sequence[Pair], index: DatasetIndex, warped: Mapping[str, Mapping[str, np.ndarray]],
+               path: str | Path, cell: int = CELL_PX) -> None:
+    """One figure, a row per pair: the source, the target, then each method's source warped onto the target
+    (``warped``: method -> pair id -> (H_t, W_t, 3) uint8, black where the method matched nothing inside the
+    source). A good dense flow makes every warped panel look like the target's object in the source's colours."""
+    methods = list(warped)
+    pitch_x, pitch_y = cell + CELL_GAP_PX, cell + TITLE_PX
+    mosaic = np.full((pitch_y * len(pairs), pitch_x * (2 + len(methods)), 3), 255, dtype=np.uint8)
+    titles = []
+    for i, p in enumerate(pairs):
+        panels = [(f"source {p.src}", load_rgb(index.images[p.src].path)),
+                  (f"target {p.trg}", load_rgb(index.images[p.trg].path))]
+        panels += [(f"{m}: source warped", warped[m][p.pair_id]) for m in methods]
+        for j, (title, image) in enumerate(panels):
+            img, _ = _fit(image, cell)
+            x0, y0 = j * pitch_x, i * pitch_y + TITLE_PX
+            mosaic[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
+            titles.append((x0, y0, title))
+    fig, _ = _mosaic_figure(mosaic, titles, f"{pairs[0].category}: the source warped onto the target by each "
+                                            f"method's dense flow (black: matched outside the source)")
+    _save(fig, path)
+
+
+__all__ = ["pairs_to_draw", "draw_category", "draw_warps", "safe_name", "CORRECT", "WRONG"]

@@ -1,4 +1,5 @@
-"""Workflow stages of the evaluation: PCK of every method's predictions, the result tables, and the
+"""Workflow stages of the evaluation: PCK of every method's predictions, the result tables, the pictures of test pairs
+(predictions against the truth, dense flows as warped images), and the
 category-fold protocol's pooling of its folds."""
 
 from __future__ import annotations
@@ -8,12 +9,18 @@ import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from ..atomic import atomic_path
-from ..datasets import DatasetIndex
-from ..protocols import fold_view, has_train_dataset
+from ..backbones import resolve_device
+from ..datasets import DatasetIndex, Pair, load_rgb
+from ..kernels.image_warp import warp_grid, warp_source
+from ..methods.registry import match_factory
+from ..pair_prediction import predict_pairs
+from ..protocols import fold_view, has_train_dataset, refuse_seen
 from ..settings import EvaluationSection, Settings, reads
 from ..stage_io import eval_pairs, fold_table, load_dataset
-from .pictures import draw_category, pairs_to_draw, safe_name
+from .pictures import draw_category, draw_warps, pairs_to_draw, safe_name
 from .predictions import read_predictions
 from .summary import (PER_PAIR_COLUMNS, SUMMARY_COLUMNS, account_skipped, evaluate_predictions, pool_folds, read_csv,
                       summarise, write_csv, write_summary_tables)
@@ -126,3 +133,36 @@ def draw_test_pairs(cfg: Mapping, methods: Sequence[str], predictions: Sequence[
         for category, drawn in pairs_to_draw(pairs, n).items():
             draw_category(drawn, index, preds, ev.threshold, alpha, tmp / f"{safe_name(category)}.png")
     log.info("pictures of %d methods on up to %d pairs per category -> %s", len(methods), n, out_dir)
+
+
+@reads("seed", "dataset", "evaluation", "pictures", "weights")
+def draw_flow_warps(cfg: Mapping, backbone: str, methods: Sequence[str], weights: Sequence[str | Path],
+                    out_dir: str | Path) -> None:
+    """``<out_dir>/<category>.png``: the pairs of :func:`draw_test_pairs`, the source warped onto the target by each
+    dense-flow method's trained model (``weights``, one per method): its matches of the target's pixels every
+    ``pictures.warp_step`` px back into the source (:mod:`pipeline_lib.kernels.image_warp`, as ``match``'s
+    warp.png). The rule's params add each method's own config section; the directory is written atomically."""
+    s = Settings(cfg)
+    index = load_dataset(cfg)
+    _, pairs = eval_pairs(cfg, index)
+    drawn = pairs_to_draw(pairs, s.pictures.per_category)
+    shown = [p for group in drawn.values() for p in group]
+    device = resolve_device(s.device)
+    backs = {p.pair_id: warp_grid((index.images[p.trg].height, index.images[p.trg].width), s.pictures.warp_step)
+             for p in shown}
+    reverse = [Pair(p.pair_id, p.category, p.trg, p.src, backs[p.pair_id], np.full_like(backs[p.pair_id], np.nan),
+                    np.ones(len(backs[p.pair_id]), dtype=bool)) for p in shown]
+    warped: dict[str, dict[str, np.ndarray]] = {}
+    for m, w in zip(methods, weights, strict=True):
+        refuse_seen(cfg, shown, w)
+        fn, frame = match_factory(m)(cfg, backbone, w, device, index.images)
+        back, _ = predict_pairs(fn, reverse, frame, desc=f"warps {m}")
+        warped[m] = {p.pair_id: warp_source(load_rgb(index.images[p.src].path), back[p.pair_id],
+                                            (index.images[p.trg].height, index.images[p.trg].width),
+                                            s.pictures.warp_step) for p in shown}
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for category, group in drawn.items():
+            draw_warps(group, index, warped, tmp / f"{safe_name(category)}.png")
+    log.info("warp pictures of %s on up to %d pairs per category -> %s", list(methods), s.pictures.per_category,
+             out_dir)

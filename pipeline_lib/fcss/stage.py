@@ -10,11 +10,12 @@ from typing import Any, Mapping
 
 from ..backbones import build_backbone, resolve_device
 from ..config import ConfigError, section
+from ..datasets import ImageRecord
 from ..pair_prediction import predict_pairs
 from ..protocols import learned_from
 from ..settings import reads
 from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
-from ..training import TrainConfig, resumable_settings, save_weights
+from ..training import TrainConfig, load_trained, resumable_settings, save_weights
 from .model import FCSS, FCSSConfig, build_fcss
 from .predict import DescriptorFrame
 from .train import FCSSTrainConfig, build_training_pairs, train_fcss, with_shift_lr
@@ -110,3 +111,11 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
     preds, ms = predict_pairs(frame, pairs, frame, desc=method)
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), longer_side=side,
                        layers=list(model.layers))
+
+
+def match_predictor(cfg: Mapping, backbone_name: str, weights: str | Path, device,
+                    images: Mapping[str, ImageRecord]) -> tuple[DescriptorFrame, DescriptorFrame]:
+    """Nearest-neighbour transfer on the descriptors of the model in ``weights`` for any ``images`` (``match``):
+    the keypoint function and its frame (keypoints at the prediction resolution)."""
+    frame = DescriptorFrame(load_trained(build(cfg, backbone_name), weights, device), images, predict_longer_side(cfg))
+    return frame, frame

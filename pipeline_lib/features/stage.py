@@ -37,11 +37,11 @@ def extract(cfg: Mapping, backbone_name: str, out_path: str | Path, index: Datas
 
 
 @reads("image", "features", "dataset")
-def extract_encoder(cfg: Mapping, checkpoint: str | Path, out_path: str | Path) -> str:
-    """Features of every image from a Siamese checkpoint's encoder (the full chain), like any backbone; the
-    store is keyed by the checkpoint's sha256 (:mod:`.keyed`). Returns the key."""
+def extract_encoder(cfg: Mapping, checkpoint: str | Path, out_path: str | Path, index: DatasetIndex | None = None) -> str:
+    """Features of every image (of the dataset or of ``index``) from a Siamese checkpoint's encoder (the full
+    chain), like any backbone; the store is keyed by the checkpoint's sha256 (:mod:`.keyed`). Returns the key."""
     key = checkpoint_key(checkpoint)
     _extract(cfg, build_from_checkpoint(checkpoint), out_path,
-             extra_attrs={"checkpoint": {"path": str(checkpoint), "sha256": key}})
+             extra_attrs={"checkpoint": {"path": str(checkpoint), "sha256": key}}, index=index)
     log.info("encoder features of %s (key %s) -> %s", checkpoint, key, out_path)
     return key

@@ -44,9 +44,10 @@ class Method:
     runs_as: str | None = None
     predict: str | None = None
     reads: tuple[str, ...] = ()  # config sections its predictor reads besides the predict stage's own
-    # A trained method's ``(cfg, backbone, weights, device) -> ImageKeypointFn`` on two arbitrary images
-    # (``python -m pipeline_lib match``); None: match does not run it.
+    # A trained method's ``(cfg, backbone, weights, device, images) -> (KeypointFn, Frame | None)`` on any
+    # images (``python -m pipeline_lib match``, the report's warp pictures).
     match: str | None = None
+    dense_flow: bool = False  # it predicts a dense flow field (pictured as the source warped onto the target)
 
     @property
     def variant(self) -> str:
@@ -74,24 +75,28 @@ METHODS: tuple[Method, ...] = (
            "pipeline_lib.hpf.stage:predictor", reads=("hpf",)),
     Method("siamese", "predict_siamese", (PSEUDO_FLOW, TRAINED),
            "Siamese flow network trained on pseudo ground truth (Gaur & Manjunath 2017)",
-           predict="pipeline_lib.siamese.stage:predict"),
+           predict="pipeline_lib.siamese.stage:predict", match="pipeline_lib.siamese.stage:match_predictor",
+           dense_flow=True),
     Method("gaur_hpf", "predict_gaur_hpf", (ENCODER, SEARCH, PSEUDO_FLOW),
            "hpf on the Siamese-trained encoder's features (the full chain)", "pipeline_lib.hpf.stage:predictor",
            runs_as="hpf", reads=("hpf",)),
     Method("sfnet", "predict_sfnet", (TRAINED,), "SFNet (Lee et al. 2019)", predict="pipeline_lib.sfnet.stage:predict",
-           match="pipeline_lib.sfnet.stage:match_predictor"),
+           match="pipeline_lib.sfnet.stage:match_predictor", dense_flow=True),
     Method("cnngeometric", "predict_cnngeometric", (TRAINED,),
            "CNNGeometric (Rocco et al. 2017): affine + TPS regression trained on synthetic warps",
-           predict="pipeline_lib.weakalign.stage:predict", match="pipeline_lib.weakalign.stage:match_predictor"),
+           predict="pipeline_lib.weakalign.stage:predict", match="pipeline_lib.weakalign.stage:match_predictor",
+           dense_flow=True),
     Method("weakalign", "predict_weakalign", (TRAINED,), "WeakAlign (Rocco et al. 2018), fine-tuned from cnngeometric",
-           predict="pipeline_lib.weakalign.stage:predict", match="pipeline_lib.weakalign.stage:match_predictor"),
+           predict="pipeline_lib.weakalign.stage:predict", match="pipeline_lib.weakalign.stage:match_predictor",
+           dense_flow=True),
     Method("fcss", "predict_fcss", (TRAINED,), "FCSS descriptors (Kim et al. 2017)",
-           predict="pipeline_lib.fcss.stage:predict"),
+           predict="pipeline_lib.fcss.stage:predict", match="pipeline_lib.fcss.stage:match_predictor"),
 )
 BY_NAME = {m.name: m for m in METHODS}
 METHOD_NAMES = tuple(BY_NAME)
 TRAINED_METHODS = tuple(m.name for m in METHODS if m.trained)
 PSEUDO_GT_METHODS = frozenset(m.name for m in METHODS if PSEUDO_FLOW in m.needs)
+DENSE_FLOW_METHODS = tuple(m.name for m in METHODS if m.dense_flow)
 
 
 def method(name: str) -> Method:
@@ -133,10 +138,13 @@ def predict_stage(name: str) -> Callable:
     return _load(m.predict)
 
 
-def match_factory(name: str) -> Callable | None:
-    """A trained method's keypoint-function factory for two arbitrary images, or None when ``match`` cannot run it."""
+def match_factory(name: str) -> Callable:
+    """A trained method's factory ``(cfg, backbone, weights, device, images) -> (KeypointFn, Frame | None)`` on any
+    images (every trained method has one)."""
     m = method(name)
-    return _load(m.match) if m.match else None
+    if m.match is None:
+        raise ValueError(f"method '{name}' has no model of its own: match runs it from features")
+    return _load(m.match)
 
 
 def evaluated_methods(methods: Iterable[str]) -> list[str]:

@@ -13,7 +13,8 @@ from typing import Mapping, Sequence
 import torch
 
 from ..backbones import build_backbone, resolve_device
-from ..pair_prediction import on_images, predict_pairs
+from ..datasets import ImageRecord
+from ..pair_prediction import KeypointFn, on_images, predict_pairs
 from ..config import plain, section
 from ..protocols import learned_from, refuse_seen
 from ..settings import Settings, SiameseSection, reads
@@ -143,3 +144,17 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
                                       desc="siamese")
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device),
                        input_size=sc.input_size, fusion=sc.fusion, retrieval_top_k=sc.retrieval_top_k)
+
+
+def match_predictor(cfg: Mapping, backbone_name: str, weights: str | Path, device,
+                    images: Mapping[str, ImageRecord]) -> tuple[KeypointFn, None]:
+    """Pairwise transfer through the network in ``weights`` on any ``images`` (``match``, the report's warp
+    pictures); no retrieval (``siamese.retrieval_top_k`` needs a dataset's training images)."""
+    model = load_model(cfg, backbone_name, weights, device)
+    fn = on_images(siamese_keypoint_fn(model, Settings(cfg).siamese.input_size), images)
+
+    def run(src: str, trg: str, kps):
+        with torch.inference_mode():
+            return fn(src, trg, kps)
+
+    return run, None

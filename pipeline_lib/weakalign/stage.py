@@ -21,7 +21,8 @@ import torch
 
 from ..backbones import build_backbone, checkpoint_key, resolve_device
 from ..config import ConfigError, section
-from ..pair_prediction import ImageKeypointFn, on_images, predict_pairs
+from ..datasets import ImageRecord
+from ..pair_prediction import ImageKeypointFn, KeypointFn, on_images, predict_pairs
 from ..protocols import learned_from, merge_learned, read_learned
 from ..settings import reads
 from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
@@ -155,6 +156,7 @@ def image_keypoint_fn(cfg: Mapping, model: WeakAlign) -> ImageKeypointFn:
     return weakalign_keypoint_fn(model, settings(cfg).transfer)
 
 
-def match_predictor(cfg: Mapping, backbone_name: str, weights: str | Path, device) -> ImageKeypointFn:
-    """The keypoint function of the model in ``weights`` on two arbitrary images (``python -m pipeline_lib match``)."""
-    return image_keypoint_fn(cfg, load_trained(build(cfg, backbone_name), weights, device))
+def match_predictor(cfg: Mapping, backbone_name: str, weights: str | Path, device,
+                    images: Mapping[str, ImageRecord]) -> tuple[KeypointFn, None]:
+    """The keypoint function of the model in ``weights`` on any ``images`` (``match``, the report's warp pictures)."""
+    return on_images(image_keypoint_fn(cfg, load_trained(build(cfg, backbone_name), weights, device)), images), None

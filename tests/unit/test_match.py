@@ -10,7 +10,8 @@ import yaml
 
 from pipeline_lib.__main__ import main
 from pipeline_lib.config import validate_config
-from pipeline_lib.match import MatchError, grid_points, match_images, parse_points, warp_grid, warp_source
+from pipeline_lib.kernels.image_warp import warp_grid, warp_source
+from pipeline_lib.match import MatchError, grid_points, match_images, parse_points
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,10 @@ def test_hpf_uses_the_runs_searched_layers_and_says_how_to_make_them(demo_pair, 
 
 def test_methods_match_cannot_run_and_points_outside_the_image_are_refused(demo_pair, tmp_path):
     src, trg, *_ = demo_pair
-    with pytest.raises(MatchError, match="does not run 'fcss'"):
-        match_images(config(tmp_path), src, trg, "fcss")
+    with pytest.raises(MatchError, match="unknown method 'nope'"):
+        match_images(config(tmp_path), src, trg, "nope")
+    with pytest.raises(MatchError, match=r"chain/search\.json not found.*search_gaur_layers"):
+        match_images(config(tmp_path), src, trg, "gaur_hpf", run_dir=tmp_path / "run")
     with pytest.raises(MatchError, match="outside"):
         match_images(config(tmp_path), src, trg, "nn", points=np.array([[500.0, 3.0]]))
     with pytest.raises(MatchError, match="--warp-step must be >= 0"):

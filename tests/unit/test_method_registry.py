@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from pipeline_lib.methods.registry import (METHOD_NAMES, METHODS, PSEUDO_GT_METHODS, TRAINED_METHODS, base_method,
-                                           evaluated_methods, method, predict_stage, predicted_by, predictor_factory)
+                                           evaluated_methods, match_factory, method, predict_stage, predicted_by,
+                                           predictor_factory)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,12 +68,16 @@ def test_every_method_resolves_to_its_stage_function():
     for m in METHODS:
         if m.trained:
             assert m.predictor is None and callable(predict_stage(m.name)), m.name
+            assert callable(match_factory(m.name)), m.name  # match and the warp pictures run every trained method
             with pytest.raises(ValueError, match="has no|not feature-based"):
                 predictor_factory(m.name)
         else:
             assert m.predict is None and callable(predictor_factory(m.name)), m.name
+            assert not m.dense_flow, m.name  # a dense flow comes from a model of its own
             with pytest.raises(ValueError, match="from cached features"):
                 predict_stage(m.name)
+            with pytest.raises(ValueError, match="match runs it from features"):
+                match_factory(m.name)
     assert method("siamese@init").name == "siamese"
     with pytest.raises(ValueError, match="unknown method 'nope'; known: nn, "):
         method("nope")

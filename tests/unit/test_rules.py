@@ -49,7 +49,8 @@ def test_the_reports_workflow_description_names_every_rule_and_only_rules():
     assert named - rules == set(), f"workflow.rst names what is no rule: {sorted(named - rules)}"
 
 
-# Stages that never touch torch's device (data, scoring, the manifold's numpy/scikit-learn code).
+# Stages that never touch torch's device (data, scoring, the manifold's numpy/scikit-learn code; the warp
+# pictures run trained models, so draw_flow_warps is not one).
 CPU_RULES = {"generate_demo", "index_dataset", "evaluate", "draw_test_pairs", "pool_folds", "learn_manifold", "summarise_manifold",
              "make_pseudo_flow", "score_pseudo_flow"}
 

@@ -6,10 +6,12 @@ import csv
 import importlib
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from pipeline_lib.config import validate_config
+from pipeline_lib.match import match_images
 from pipeline_lib.methods.registry import evaluated_methods
 
 from .test_workflow import run_workflow
@@ -53,6 +55,17 @@ def test_each_method_trains_predicts_and_has_pck_rows(learned_run):
         assert train["method"] == m and len(train["history"]) == 1 and train["resumed_from_epoch"] == 0
         assert (base / m / "loss_curve.png").stat().st_size > 0
         assert [r["epoch"] for r in csv.DictReader((base / m / "train_log.csv").open())] == ["1"]
+    # the dense flows (sfnet, cnngeometric, weakalign; not fcss's descriptors) as warped images, per category
+    assert sorted(p.name for p in (base / "warps").glob("*.png")) == [f"{c}.png" for c in TINY["demo"]["photos"]]
+
+
+@pytest.mark.slow
+def test_match_runs_fcss_with_the_runs_weights(learned_run, tmp_path):
+    cfg = validate_config({**copy.deepcopy(TINY), "results_dir": str(learned_run / "results")})
+    images = sorted((learned_run / "results" / "tiny_learned" / "data" / "coffee").glob("*.png"))
+    res = match_images(cfg, images[0], images[1], "fcss", grid=3, out_dir=tmp_path / "fcss")
+    assert res.trg_points.shape == (9, 2) and np.isfinite(res.trg_points).all()
+    assert res.artifacts["weights"].endswith("tiny_learned/efficientnet_lite0/fcss/model.pt")
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -84,6 +85,30 @@ def test_tiny_run_writes_the_result_contract(tiny_run):
     assert 1 <= len(search["best_layers"]) <= 2 and search["n_pairs"] == 2  # one val pair per category
     assert (base / "hpf" / "search_trace.png").stat().st_size > 0
     assert sorted(p.name for p in (base / "pictures").glob("*.png")) == [f"{c}.png" for c in TINY["demo"]["photos"]]
+    # the Siamese network's dense flow as warped images, one picture per category
+    assert sorted(p.name for p in (base / "warps").glob("*.png")) == [f"{c}.png" for c in TINY["demo"]["photos"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["siamese", "gaur_hpf"])
+def test_match_runs_the_chains_methods_with_the_runs_artifacts(tiny_run, tmp_path, method):
+    """Two images of the tiny run through the Siamese network, and through hpf on its encoder's features with
+    the chain's searched layers: every grid point matched inside the target, the artifacts recorded."""
+    from pipeline_lib.config import validate_config
+    from pipeline_lib.match import match_images
+
+    cfg = validate_config({**TINY, "results_dir": str(tiny_run / "results")})
+    images = sorted((tiny_run / "results" / "tiny" / "data" / "chelsea").glob("*.png"))
+    res = match_images(cfg, images[0], images[1], method, grid=4, out_dir=tmp_path / method)
+    assert res.trg_points.shape == (16, 2) and np.isfinite(res.trg_points).all()
+    assert (res.trg_points >= -0.5).all() and (res.trg_points <= 63.5).all()
+    base = tiny_run / "results" / "tiny" / "efficientnet_lite0"
+    if method == "gaur_hpf":
+        assert res.artifacts["search"] == str(base / "chain" / "search.json")
+        assert res.artifacts["encoder"] == str(base / "siamese" / "model.pt")
+    else:
+        assert res.artifacts["weights"] == str(base / "siamese" / "model.pt")
+    assert (tmp_path / method / "warp.png").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -119,29 +144,25 @@ def test_rerun_recomputes_nothing_and_forcerun_only_what_depends(repo, tiny_run)
     feat_store = tiny_run / "results" / "features" / "tiny" / "64px-float32" / "efficientnet_lite0.zarr"
     feat_mtime = (feat_store / "zarr.json").stat().st_mtime_ns
     pred_mtime = (base / "efficientnet_lite0" / "methods" / "nn" / "predictions.csv").stat().st_mtime_ns
-    r = snakemake(repo, tiny_run, "--forcerun", "predict_nn", config=TINY)
+    # One call forces two stages (one snakemake start, one evaluation): the nn prediction, and the Siamese
+    # training. Retraining the Siamese network reruns exactly the chain after it, nothing of the ImageNet
+    # features, and (same commit, config and machine) reproduces the encoder's weights and the result table bit
+    # for bit (the manifold before it: test_manifold_algorithm1.py::test_run_manifold_is_deterministic).
+    table = base / "efficientnet_lite0" / "pck_summary.csv"
+    weights = base / "efficientnet_lite0" / "siamese" / "model.pt"
+    before = ([{k: v for k, v in row.items() if k != "ms_per_pair"} for row in csv.DictReader(table.open())],
+              torch.load(weights, weights_only=True)["model"])
+    r = snakemake(repo, tiny_run, "--forcerun", "predict_nn", "train_siamese", config=TINY)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (base / "data" / "pairs.csv").stat().st_mtime_ns == data_mtime
     assert (feat_store / "zarr.json").stat().st_mtime_ns == feat_mtime
     assert (base / "efficientnet_lite0" / "methods" / "nn" / "predictions.csv").stat().st_mtime_ns > pred_mtime
     log = r.stdout + r.stderr
-    assert "rule evaluate:" in log
-    assert "rule extract_features:" not in log and "rule generate_demo:" not in log
-    # Retraining the Siamese network reruns exactly the chain after it, nothing of the ImageNet features, and
-    # (same commit, config and machine) reproduces the encoder's weights and the result table bit for bit (the
-    # manifold before it: test_manifold_algorithm1.py::test_run_manifold_is_deterministic).
-    table = base / "efficientnet_lite0" / "pck_summary.csv"
-    weights = base / "efficientnet_lite0" / "siamese" / "model.pt"
-    before = ([{k: v for k, v in row.items() if k != "ms_per_pair"} for row in csv.DictReader(table.open())],
-              torch.load(weights, weights_only=True)["model"])
-    r = snakemake(repo, tiny_run, "--forcerun", "train_siamese", config=TINY)
-    assert r.returncode == 0, r.stderr[-2000:]
-    log = r.stdout + r.stderr
-    for rule in ("train_siamese", "extract_siamese_features", "search_gaur_layers", "predict_gaur_hpf",
-                 "predict_siamese", "evaluate"):
+    for rule in ("predict_nn", "train_siamese", "extract_siamese_features", "search_gaur_layers", "predict_gaur_hpf",
+                 "predict_siamese", "evaluate", "draw_test_pairs", "draw_flow_warps"):
         assert f"rule {rule}:" in log, rule
-    for rule in ("extract_features", "learn_manifold", "make_pseudo_flow", "search_hyperpixel_layers", "predict_hpf",
-                 "predict_nn"):
+    for rule in ("generate_demo", "extract_features", "learn_manifold", "make_pseudo_flow", "search_hyperpixel_layers",
+                 "predict_hpf"):
         assert f"rule {rule}:" not in log, rule
     after = ([{k: v for k, v in row.items() if k != "ms_per_pair"} for row in csv.DictReader(table.open())],
              torch.load(weights, weights_only=True)["model"])

@@ -4,7 +4,8 @@ import sys
 
 import torch
 
-from pipeline_lib.methods.registry import INIT_SUFFIX, PSEUDO_GT_METHODS, evaluated_methods, predicted_by, reads_of_rule
+from pipeline_lib.methods.registry import (DENSE_FLOW_METHODS, INIT_SUFFIX, PSEUDO_GT_METHODS, evaluated_methods,
+                                          method as method_entry, predicted_by, reads_of_rule)
 from pipeline_lib.protocols import fold_names
 from pipeline_lib.settings import reads_of
 from pipeline_lib.stage_io import categories, dataset_fingerprints, feature_key
@@ -134,4 +135,6 @@ def final_outputs():
     for b in config["backbones"]:
         out += [f"{BASE}/{b}/pck_summary.csv", f"{BASE}/{b}/pck_summary.md", f"{BASE}/{b}/pck_summary.png"]
         out += per_fold(f"{DATA}/{b}/pictures")  # each fold draws its own test categories
+        if set(DENSE_FLOW_METHODS) & set(config["methods"]):  # the dense flows as warped images
+            out += per_fold(f"{DATA}/{b}/warps")
     return out

@@ -1,5 +1,7 @@
 # Every evaluated row of the table (each trained method also with its @init weights), in table order.
 EVALUATED = evaluated_methods(config["methods"])
+# The configured methods with a dense flow (pictured as the source warped onto the target).
+FLOW_METHODS = [m for m in config["methods"] if m in DENSE_FLOW_METHODS]
 
 
 def method_files(name):
@@ -73,6 +75,41 @@ rule draw_test_pairs:
         runtime=10,
     script:
         "../scripts/draw_test_pairs.py"
+
+
+# The same pairs' source warped onto the target by every dense-flow method's trained model (its matches of the
+# target's pixels back into the source): what a flow looks like, beside what it scores.
+rule draw_flow_warps:
+    input:
+        pair_inputs,
+        weights=expand(f"{DATA_WILD}/{{{{backbone}}}}/{{method}}/model.pt", method=FLOW_METHODS),
+    output:
+        pictures=report(
+            directory(f"{DATA}/{{backbone}}/warps"),
+            patterns=["{category}.png"],
+            caption="../report/flow_warps.rst",
+            category="Evaluation",
+            subcategory="Dense flows",
+            labels={"dataset": D, "backbone": "{backbone}", "category": "{category}"},
+        ),
+    params:
+        # each method's model is built from its own section: the sections its predict stage reads
+        cfg=cfg_params(
+            *reads_of("pipeline_lib.evaluation.stage:draw_flow_warps"),
+            *(k for m in FLOW_METHODS for k in reads_of(method_entry(m).predict)),
+            drop=SCORING_ONLY,
+        ),
+        methods=FLOW_METHODS,
+    log:
+        f"{LOGS}/draw_flow_warps/{LOGD}/{{backbone}}.log",
+    benchmark:
+        f"{BENCH}/draw_flow_warps/{LOGD}/{{backbone}}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+        gpu=GPUS,
+    script:
+        "../scripts/draw_flow_warps.py"
 
 
 if FOLDS:
