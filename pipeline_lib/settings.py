@@ -253,6 +253,7 @@ class CNNGeometricSection:
     lr: float = schema_default("cnngeometric", "lr")
     batch_size: int = schema_default("cnngeometric", "batch_size")
     weight_decay: float = schema_default("cnngeometric", "weight_decay")
+    fixed_warps: int = schema_default("cnngeometric", "fixed_warps")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from ..config import ConfigError, section
 from ..datasets import ImageRecord
 from ..pair_prediction import ImageKeypointFn, KeypointFn, on_images, predict_pairs
 from ..protocols import learned_from, merge_learned, read_learned
-from ..settings import reads
+from ..settings import Settings, reads
 from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
 from ..training import TrainConfig, load_checkpoint, load_trained, resumable_settings, save_weights
 from .model import WeakAlign, build_weakalign
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 CNNGEOMETRIC = "cnngeometric"
 WEAKALIGN = "weakalign"
 CNNGEOMETRIC_TRAIN_KEYS = ("epochs", "lr", "batch_size", "weight_decay")
-CNNGEOMETRIC_OTHER_KEYS = ("grid_loss_points",)
+CNNGEOMETRIC_OTHER_KEYS = ("grid_loss_points", "fixed_warps")
 
 
 def settings(cfg: Mapping) -> WeakAlignSettings:
@@ -101,7 +101,7 @@ def train_cnngeometric(cfg: Mapping, backbone_name: str, out_weights: str | Path
     extra = {CNNGEOMETRIC: resumable_settings(cfg.get(CNNGEOMETRIC, {})), "model": asdict(s.model),
              "backbone": backbone_name, "pairs": [p.pair_id for p in pairs]}
     result = fit_cnngeometric(model, images, train_cfg, Path(out_weights).parent, device, ranges, grid_points,
-                              extra_fingerprint=extra)
+                              extra_fingerprint=extra, fixed_warps=Settings(cfg).cnngeometric.fixed_warps)
     save_trained(cfg, CNNGEOMETRIC, model, result, out_weights, device, learned_from(pairs),
                  backbone=backbone_name, n_images=len(images),
                  layer=model.layer, image_size=s.model.image_size, ranges=asdict(ranges),

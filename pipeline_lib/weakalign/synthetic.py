@@ -24,6 +24,13 @@ reflection outside the image (the release pads symmetrically). Both live in the 
 coordinates, so the backward map target -> source is exactly T, the convention of
 :class:`pipeline_lib.weakalign.model.WeakAlign`.
 
+Fixed synthetic set (``fixed_warps`` > 0): the release trains on a fixed list of random transforms
+(``training_pairs`` CSVs, ``random_sample=False``, its default), 10 epochs over 40k pairs. With a frozen
+backbone the features of a fixed set never change, so :func:`fixed_synthetic_features` computes them once
+(``fixed_warps`` affine and TPS warps per image, one feature map of each image's source crop) and every epoch
+trains the regression heads on them: an epoch is one pass over the image x warp pairs and costs no backbone
+forward, so hundreds of steps fit a CPU budget.
+
 Training the two heads (the release trains two separate networks, one per transform): the affine
 head regresses the affine of (source, affine-warped target); the TPS head regresses the TPS of
 (source, TPS-warped target) from their correlation directly. At inference the TPS head sees the
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -41,6 +49,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from ..kernels.warps import affine_points, identity_affine, identity_tps, tps_points
 from ..training import TrainConfig, TrainResult, fit
@@ -139,10 +148,18 @@ def synthetic_pair(images: torch.Tensor, kind: str, theta: torch.Tensor,
                          f"{tuple(images.shape)} and {tuple(theta.shape)}")
     b, _, h, w = images.shape
     q = _points_grid((h, w), images.dtype, images.device)[None].expand(b, -1, -1)
-    src_grid = (crop_factor * q).view(b, h, w, 2)
     trg_grid = (crop_factor * warp_points(kind, theta.to(images), q)).view(b, h, w, 2)
-    sample = dict(mode="bilinear", padding_mode="reflection", align_corners=False)
-    return F.grid_sample(images, src_grid, **sample), F.grid_sample(images, trg_grid, **sample)
+    return source_crop(images, crop_factor), F.grid_sample(images, trg_grid, **_SAMPLE)
+
+
+_SAMPLE = dict(mode="bilinear", padding_mode="reflection", align_corners=False)  # the release pads symmetrically
+
+
+def source_crop(images: torch.Tensor, crop_factor: float = CROP_FACTOR) -> torch.Tensor:
+    """The source of every synthetic pair of (B, 3, H, W) images: image(crop * q), their central part."""
+    b, _, h, w = images.shape
+    q = _points_grid((h, w), images.dtype, images.device)[None].expand(b, -1, -1)
+    return F.grid_sample(images, (crop_factor * q).view(b, h, w, 2), **_SAMPLE)
 
 
 # --------------------------------------------------------------------------- loss
@@ -169,16 +186,22 @@ def grid_loss(kind: str, theta_pred: torch.Tensor, theta_true: torch.Tensor,
 # --------------------------------------------------------------------------- the two heads on a pair
 
 
+def regress_features(model: WeakAlign, f_src: torch.Tensor, f_trg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(theta_aff, theta_tps) that each head regresses from the correlation of (B, C, h, w) normalised features
+    (``model.features``) of a source and a target, *directly* (no affine pre-warp)."""
+    b = f_src.shape[0]
+    corr = normalised_correlation(f_src, f_trg)
+    theta_aff = identity_affine(b, f_src.device, f_src.dtype) + model.regress_affine(corr)
+    theta_tps = identity_tps(b, model.tps_grid_size, f_src.device, f_src.dtype) + model.regress_tps(corr)
+    return theta_aff, theta_tps
+
+
 def regress_pair(model: WeakAlign, src: torch.Tensor, trg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(theta_aff, theta_tps) that each head regresses from the correlation of (src, trg) *directly*
+    """(theta_aff, theta_tps) that each head regresses from the correlation of images (src, trg) *directly*
     (no affine pre-warp): how CNNGeometric trains each network on its own synthetic pairs."""
     b = src.shape[0]
-    src, trg = model.resize(src), model.resize(trg)
-    feats = model.features(torch.cat([src, trg]))
-    corr = normalised_correlation(feats[:b], feats[b:])
-    theta_aff = identity_affine(b, src.device, src.dtype) + model.regress_affine(corr)
-    theta_tps = identity_tps(b, model.tps_grid_size, src.device, src.dtype) + model.regress_tps(corr)
-    return theta_aff, theta_tps
+    feats = model.features(torch.cat([model.resize(src), model.resize(trg)]))
+    return regress_features(model, feats[:b], feats[b:])
 
 
 # --------------------------------------------------------------------------- training through fit
@@ -235,6 +258,84 @@ def make_loss_fn(grid_size: int = GRID_LOSS_POINTS) -> Callable[[nn.Module, Synt
     return loss_fn
 
 
+@dataclass
+class SyntheticFeatures:
+    """Features of a fixed synthetic set: ``src`` (N, C, h, w) of each image's source crop; ``trg_aff`` and
+    ``trg_tps`` (N * R, C, h, w) of its R warps of each kind (warp r of image i at row r * N + i), with their
+    parameters ``theta_aff`` (N * R, 6) and ``theta_tps`` (N * R, 2 g^2). All on the CPU."""
+
+    src: torch.Tensor
+    trg_aff: torch.Tensor
+    theta_aff: torch.Tensor
+    trg_tps: torch.Tensor
+    theta_tps: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.trg_aff)
+
+
+@torch.no_grad()
+def fixed_synthetic_features(model: WeakAlign, images: torch.Tensor, warps_per_image: int, ranges: WarpRanges,
+                             seed: int, batch_size: int, device: torch.device) -> SyntheticFeatures:
+    """The features of ``warps_per_image`` random affine and TPS warps of every image (a fixed set drawn from
+    ``seed``), through the model's frozen backbone in batches of ``batch_size`` images."""
+    if model.train_backbone:
+        raise ValueError("cnngeometric.fixed_warps needs a frozen backbone (weakalign.train_backbone: false): the "
+                         "features of a fixed set are computed once")
+    if warps_per_image < 1:
+        raise ValueError(f"cnngeometric.fixed_warps must be >= 1 for a fixed set, got {warps_per_image}")
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    n = len(images)
+
+    def feats(x: torch.Tensor) -> torch.Tensor:
+        return model.features(model.resize(x.to(device))).float().cpu()
+
+    src = torch.cat([feats(source_crop(images[i:i + batch_size], ranges.crop_factor)) for i in range(0, n, batch_size)])
+    th_aff = torch.cat([random_affine(n, ranges, g) for _ in range(warps_per_image)])
+    th_tps = torch.cat([random_tps(n, ranges, g, model.tps_grid_size) for _ in range(warps_per_image)])
+    trg_aff, trg_tps = [], []
+    for r in tqdm(range(warps_per_image), desc="cnngeometric fixed warps", unit="round"):
+        for i in range(0, n, batch_size):
+            img, rows = images[i:i + batch_size], slice(r * n + i, r * n + i + min(batch_size, n - i))
+            trg_aff.append(feats(synthetic_pair(img, "affine", th_aff[rows], ranges.crop_factor)[1]))
+            trg_tps.append(feats(synthetic_pair(img, "tps", th_tps[rows], ranges.crop_factor)[1]))
+    return SyntheticFeatures(src, torch.cat(trg_aff), th_aff, torch.cat(trg_tps), th_tps)
+
+
+def make_feature_batches(fixed: SyntheticFeatures, batch_size: int) -> Callable[[int, torch.Generator], Iterator[tuple]]:
+    """Batches factory for :func:`training.fit` over a fixed set: every epoch each (image, warp) once, shuffled;
+    a batch is (source features, affine-target features, affine theta, TPS-target features, TPS theta)."""
+    if batch_size < 1:
+        raise ValueError(f"cnngeometric batch_size must be >= 1, got {batch_size}")
+    n = len(fixed.src)
+
+    def batches(epoch: int, generator: torch.Generator) -> Iterator[tuple]:
+        order = torch.randperm(len(fixed), generator=generator)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            yield (fixed.src[rows % n], fixed.trg_aff[rows], fixed.theta_aff[rows], fixed.trg_tps[rows],
+                   fixed.theta_tps[rows])
+
+    return batches
+
+
+def make_feature_loss_fn(grid_size: int = GRID_LOSS_POINTS) -> Callable[[nn.Module, tuple], tuple]:
+    """loss_fn(model, batch) for :func:`training.fit` on :func:`make_feature_batches`: the same grid losses as
+    :func:`make_loss_fn`, from the cached features."""
+
+    def loss_fn(model: nn.Module, batch: tuple):
+        device = next(model.parameters()).device
+        f_src, f_aff, th_aff, f_tps, th_tps = (t.to(device) for t in batch)
+        theta_aff, _ = regress_features(model, f_src, f_aff)
+        _, theta_tps = regress_features(model, f_src, f_tps)
+        l_aff = grid_loss("affine", theta_aff, th_aff, grid_size)
+        l_tps = grid_loss("tps", theta_tps, th_tps, grid_size)
+        return l_aff + l_tps, {"grid_loss_affine": l_aff.detach(), "grid_loss_tps": l_tps.detach()}
+
+    return loss_fn
+
+
 def identity_grid_loss(images: torch.Tensor, ranges: WarpRanges, seed: int = 0, tps_grid_size: int = TPS_GRID_SIZE,
                        grid_size: int = GRID_LOSS_POINTS) -> dict[str, float]:
     """Grid loss of always predicting the identity on random transforms (the floor a trained model
@@ -248,9 +349,21 @@ def identity_grid_loss(images: torch.Tensor, ranges: WarpRanges, seed: int = 0, 
 
 def train_cnngeometric(model: WeakAlign, images: torch.Tensor, train_cfg: TrainConfig, out_dir: str | Path,
                        device: torch.device, ranges: WarpRanges = WarpRanges(), grid_size: int = GRID_LOSS_POINTS,
-                       extra_fingerprint: dict | None = None) -> TrainResult:
-    """Convenience: :func:`training.fit` with this module's synthetic batches and grid loss."""
+                       extra_fingerprint: dict | None = None, fixed_warps: int = 0) -> TrainResult:
+    """:func:`training.fit` with this module's grid loss: on fresh random warps of ``images`` every epoch
+    (``fixed_warps`` 0), or on the cached features of a fixed set of ``fixed_warps`` warps per image."""
     extra = {"method": "cnngeometric", "ranges": repr(ranges), "grid_size": grid_size, "n_images": len(images),
-             "image_hw": list(images.shape[-2:]), **(extra_fingerprint or {})}
-    return fit(model, make_loss_fn(grid_size), make_batches(images, train_cfg.batch_size, ranges, model.tps_grid_size),
-               train_cfg, out_dir, device, extra_fingerprint=extra, desc="cnngeometric")
+             "image_hw": list(images.shape[-2:]), "fixed_warps": fixed_warps, **(extra_fingerprint or {})}
+    if fixed_warps:
+        model.to(device)
+        t0 = time.perf_counter()
+        fixed = fixed_synthetic_features(model, images, fixed_warps, ranges, train_cfg.seed, train_cfg.batch_size,
+                                         device)
+        log.info("CNNGeometric fixed set: %d images x %d warps of each kind, features %s computed in %.1f s (%.0f MB)",
+                 len(images), fixed_warps, tuple(fixed.src.shape[1:]), time.perf_counter() - t0,
+                 sum(t.numel() * t.element_size() for t in (fixed.src, fixed.trg_aff, fixed.trg_tps)) / 2 ** 20)
+        loss_fn, batches = make_feature_loss_fn(grid_size), make_feature_batches(fixed, train_cfg.batch_size)
+    else:
+        loss_fn = make_loss_fn(grid_size)
+        batches = make_batches(images, train_cfg.batch_size, ranges, model.tps_grid_size)
+    return fit(model, loss_fn, batches, train_cfg, out_dir, device, extra_fingerprint=extra, desc="cnngeometric")

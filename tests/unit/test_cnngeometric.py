@@ -13,8 +13,10 @@ from pipeline_lib.training import TrainConfig, fit, save_weights
 from pipeline_lib.weakalign import TPS_GRID_SIZE, WeakAlignConfig, build_weakalign
 from pipeline_lib.weakalign import stage
 from pipeline_lib.weakalign.synthetic import (AFFINE_ROTATION_MAX_DEG, AFFINE_SCALE_JITTER, AFFINE_TRANSLATION_MAX,
-                                              TPS_JITTER, WarpRanges, grid_loss, make_batches, make_loss_fn,
-                                              random_affine, random_tps, regress_pair, synthetic_pair)
+                                              TPS_JITTER, WarpRanges, fixed_synthetic_features, grid_loss,
+                                              make_batches, make_feature_batches, make_feature_loss_fn, make_loss_fn,
+                                              random_affine, random_tps, regress_pair, synthetic_pair,
+                                              train_cnngeometric)
 
 S = 64  # model input side: a 4 x 4 feature grid
 
@@ -135,6 +137,59 @@ def test_each_head_regresses_from_the_direct_correlation(backbone):
         th_aff, th_tps = regress_pair(model, img, img)
     # zero-initialised heads
     assert torch.equal(th_aff, identity_affine(2)) and torch.equal(th_tps, identity_tps(2, TPS_GRID_SIZE))
+
+
+def test_the_fixed_set_holds_the_features_of_each_images_known_warps(backbone):
+    """Row r * N + i of the fixed set: the backbone's features of image i warped by that row's parameters; the
+    source row: the features of image i's crop; the same seed draws the same set."""
+    torch.manual_seed(0)
+    model = build_weakalign(WeakAlignConfig(image_size=S), backbone)
+    images, ranges = smooth_images(3), WarpRanges()
+    fixed = fixed_synthetic_features(model, images, 2, ranges, seed=5, batch_size=2, device=torch.device("cpu"))
+    assert len(fixed) == 6 and fixed.src.shape[0] == 3 and fixed.theta_tps.shape == (6, 18)
+    with torch.no_grad():
+        for row in (1, 5):  # image 1 warp 0, image 2 warp 1
+            i = row % 3
+            src, trg_aff = synthetic_pair(images[i:i + 1], "affine", fixed.theta_aff[row:row + 1])
+            _, trg_tps = synthetic_pair(images[i:i + 1], "tps", fixed.theta_tps[row:row + 1])
+            assert torch.allclose(fixed.src[i], model.features(src)[0], atol=1e-5)
+            assert torch.allclose(fixed.trg_aff[row], model.features(trg_aff)[0], atol=1e-5)
+            assert torch.allclose(fixed.trg_tps[row], model.features(trg_tps)[0], atol=1e-5)
+    again = fixed_synthetic_features(model, images, 2, ranges, seed=5, batch_size=3, device=torch.device("cpu"))
+    assert torch.equal(again.theta_aff, fixed.theta_aff) and torch.allclose(again.trg_tps, fixed.trg_tps, atol=1e-5)
+    batches = list(make_feature_batches(fixed, 4)(0, torch.Generator().manual_seed(0)))
+    assert [len(b[0]) for b in batches] == [4, 2]  # one pass over the 3 images x 2 warps
+    trained_backbone = build_weakalign(WeakAlignConfig(image_size=S, train_backbone=True), backbone)
+    with pytest.raises(ValueError, match="frozen backbone"):
+        fixed_synthetic_features(trained_backbone, images, 2, ranges, 0, 2, torch.device("cpu"))
+    for p in backbone.parameters():  # the model above unfroze the shared fixture's backbone
+        p.requires_grad_(False)
+
+
+def test_training_on_the_fixed_set_lowers_its_grid_loss_without_a_backbone_forward(backbone, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = build_weakalign(WeakAlignConfig(image_size=S), backbone)
+    ranges = WarpRanges(affine_rotation_deg=0.0, affine_scale=0.0, affine_translation=0.4, tps_jitter=0.2)
+    images = smooth_images(4)
+    fixed = fixed_synthetic_features(model, images, 2, ranges, seed=0, batch_size=4, device=torch.device("cpu"))
+    loss_fn = make_feature_loss_fn()
+    every = (fixed.src[torch.arange(8) % 4], fixed.trg_aff, fixed.theta_aff, fixed.trg_tps, fixed.theta_tps)
+
+    def loss_now():
+        with torch.no_grad():
+            return float(loss_fn(model.train(), every)[0])
+
+    before = loss_now()
+    with monkeypatch.context() as m:  # the epochs read the cached features only: a backbone call would fail
+        m.setattr(model.backbone, "forward", lambda *a, **k: pytest.fail("backbone called while training"))
+        result = fit(model, loss_fn, make_feature_batches(fixed, 4), TrainConfig(epochs=10, lr=3e-3), tmp_path / "a",
+                     torch.device("cpu"), desc="cnngeometric")
+    assert loss_now() < 0.5 * before, before
+    assert [h["n_batches"] for h in result.history] == [2] * 10  # 4 images x 2 warps, batches of 4
+    staged = train_cnngeometric(build_weakalign(WeakAlignConfig(image_size=S), backbone), images,
+                                TrainConfig(epochs=1, batch_size=3), tmp_path / "b", torch.device("cpu"), ranges,
+                                fixed_warps=3)
+    assert staged.history[0]["n_batches"] == 4  # 4 images x 3 warps in batches of 3
 
 
 def test_weakalign_loads_the_cnngeometric_weights_exactly(backbone, tmp_path):
