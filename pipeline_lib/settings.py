@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .config import schema_default, section
+from .kernels.soft_argmax import Subcell
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,19 @@ class EvaluationSection:
 
 
 @dataclass(frozen=True)
+class TransferSection:
+    """``transfer``: Where the training-free matchers put a keypoint in the target (cell centre or sub-cell)."""
+
+    target: str = schema_default("transfer", "target")
+    beta: float = schema_default("transfer", "beta")
+    radius_cells: int = schema_default("transfer", "radius_cells")
+
+    def subcell(self) -> Subcell | None:
+        """The sub-cell refinement of the matchers, or None for cell centres."""
+        return Subcell(self.beta, self.radius_cells) if self.target == "soft_argmax" else None
+
+
+@dataclass(frozen=True)
 class PicturesSection:
     """``pictures``: Pictures of evaluation pairs: every method's predictions, every dense flow's warp."""
 
@@ -399,6 +413,10 @@ class Settings:
     def pictures(self) -> PicturesSection:
         return section(PicturesSection, self._cfg["pictures"])
 
+    @cached_property
+    def transfer(self) -> TransferSection:
+        return section(TransferSection, self._cfg["transfer"])
+
 
 def reads(*sections: str) -> Callable[[Callable], Callable]:
     """Declare the top-level config sections (and keys) a stage function reads: its rule's rerun ``params``
@@ -446,4 +464,4 @@ SECTIONS: dict[str, type] = {"dataset": DatasetSection, "demo": DemoSection, "tr
                              "manifold": ManifoldSection, "pseudo_flow": PseudoFlowSection,
                              "siamese": SiameseSection, "sfnet": SFNetSection, "weakalign": WeakAlignSection,
                              "cnngeometric": CNNGeometricSection, "fcss": FCSSSection,
-                             "evaluation": EvaluationSection, "pictures": PicturesSection}
+                             "evaluation": EvaluationSection, "pictures": PicturesSection, "transfer": TransferSection}

@@ -14,6 +14,7 @@ import torch
 
 from ..datasets.base import ImageRecord, load_rgb
 from ..features import resize_image
+from ..kernels.soft_argmax import Subcell
 from ..methods.nn import nn_transfer
 from .model import FCSS
 
@@ -52,10 +53,11 @@ class DescriptorFrame:
     keypoint transfer between them: the keypoint function and the frame of
     :func:`pipeline_lib.pair_prediction.predict_pairs`. Puts the model in eval mode."""
 
-    def __init__(self, model: FCSS, images: Mapping[str, ImageRecord], longer_side: int):
+    def __init__(self, model: FCSS, images: Mapping[str, ImageRecord], longer_side: int, subcell: Subcell | None = None):
         self.model = model.eval()
         self.images = images
         self.longer_side = longer_side
+        self.subcell = subcell  # the target at the best cell's centre (None) or sub-cell (config section transfer)
         self._cache: OrderedDict[str, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
 
     def descriptors(self, image_id: str) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -80,4 +82,5 @@ class DescriptorFrame:
         """(K, 2) resized source pixels -> (K, 2) resized target pixels."""
         (fs, s_hw), (ft, t_hw) = self.descriptors(src), self.descriptors(trg)
         with torch.inference_mode():
-            return nn_transfer(fs, ft, torch.from_numpy(kps).to(fs), s_hw, t_hw).cpu().numpy().astype(np.float64)
+            return nn_transfer(fs, ft, torch.from_numpy(kps).to(fs), s_hw, t_hw,
+                               self.subcell).cpu().numpy().astype(np.float64)

@@ -13,7 +13,7 @@ from ..config import ConfigError, section
 from ..datasets import ImageRecord
 from ..pair_prediction import predict_pairs
 from ..protocols import learned_from
-from ..settings import reads
+from ..settings import Settings, reads
 from ..stage_io import finish_predictions, load_dataset, prediction_inputs, save_trained
 from ..training import TrainConfig, load_trained, resumable_settings, save_weights
 from .model import FCSS, FCSSConfig, build_fcss
@@ -101,21 +101,24 @@ def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, out_init: s
                  layers=list(model.layers), train=asdict(train_cfg))
 
 
-@reads("seed", "weights", "fcss", "evaluation", "image", "dataset")
+@reads("seed", "weights", "fcss", "evaluation", "image", "transfer", "dataset")
 def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json, method: str = "fcss") -> None:
     """Nearest-neighbour keypoint transfer on FCSS descriptors of the evaluation pairs (``method``: the
-    name written, e.g. ``fcss@init`` for the initial weights)."""
+    name written, e.g. ``fcss@init`` for the initial weights); the target cell or sub-cell as ``transfer`` says,
+    as for the training-free nearest neighbours."""
     index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
     side = predict_longer_side(cfg)
-    frame = DescriptorFrame(model, index.images, side)
+    transfer = Settings(cfg).transfer
+    frame = DescriptorFrame(model, index.images, side, transfer.subcell())
     preds, ms = predict_pairs(frame, pairs, frame, desc=method)
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), longer_side=side,
-                       layers=list(model.layers))
+                       layers=list(model.layers), target=transfer.target)
 
 
 def match_predictor(cfg: Mapping, backbone_name: str, weights: str | Path, device,
                     images: Mapping[str, ImageRecord]) -> tuple[DescriptorFrame, DescriptorFrame]:
     """Nearest-neighbour transfer on the descriptors of the model in ``weights`` for any ``images`` (``match``):
     the keypoint function and its frame (keypoints at the prediction resolution)."""
-    frame = DescriptorFrame(load_trained(build(cfg, backbone_name), weights, device), images, predict_longer_side(cfg))
+    frame = DescriptorFrame(load_trained(build(cfg, backbone_name), weights, device), images, predict_longer_side(cfg),
+                            Settings(cfg).transfer.subcell())
     return frame, frame

@@ -17,7 +17,9 @@ import torch
 from ..features import FeatureStore
 from ..kernels.grids import cell_centres
 from ..kernels.hyperpixels import build_hyperpixels, flatten_hyperpixels
-from .rhm import COS_EXPONENT, HOUGH_KERNEL_SIZE, N_BINS_PER_SIDE, assign, build_hough_space, nn_match, rhm_scores
+from ..kernels.soft_argmax import Subcell, subcell_targets
+from .rhm import (COS_EXPONENT, HOUGH_KERNEL_SIZE, N_BINS_PER_SIDE, assign, build_hough_space, cosine_similarity,
+                  rhm_scores)
 from .transfer import transfer_keypoints
 
 HOUGH_CACHE_SIZE = 16  # geometries kept; PF-WILLOW at 300 px has a handful of distinct image sizes
@@ -73,20 +75,27 @@ class HyperpixelMatcher:
                 self._spaces.popitem(last=False)
         return self._spaces[key]
 
-    def transfer(self, src: str, trg: str, kps: np.ndarray, layers: Sequence[int], matcher: str = "rhm") -> np.ndarray:
-        """(K, 2) source keypoints (resized pixels) -> (K, 2) target keypoints (resized pixels)."""
+    def transfer(self, src: str, trg: str, kps: np.ndarray, layers: Sequence[int], matcher: str = "rhm",
+                 subcell: Subcell | None = None) -> np.ndarray:
+        """(K, 2) source keypoints (resized pixels) -> (K, 2) target keypoints (resized pixels). Each source
+        hyperpixel's match sits at its best target cell's centre, or (``subcell``) at the local soft argmax of
+        its scores over the target grid (:func:`kernels.soft_argmax.subcell_targets`)."""
         fs, src_grid = self.hyperpixels(src, layers)
         ft, trg_grid = self.hyperpixels(trg, layers)
         src_hw, trg_hw = self.store.resized_hw(src), self.store.resized_hw(trg)
         src_pos, trg_pos, space = self._space(src_hw, trg_hw, src_grid, trg_grid)
         if matcher == "rhm":
-            idx = assign(rhm_scores(fs, ft, space, exponent=self.params.exponent))
+            scores = rhm_scores(fs, ft, space, exponent=self.params.exponent)
         elif matcher == "nn":
-            idx = nn_match(fs, ft)
+            scores = cosine_similarity(fs, ft)
         else:
             raise ValueError(f"unknown matcher '{matcher}'; use 'rhm' or 'nn'.")
+        if subcell is None:
+            matched = trg_pos[assign(scores)]
+        else:
+            matched = subcell_targets(scores, trg_grid, trg_hw, subcell.beta, subcell.radius_cells)
         radius = self.params.transfer_radius_px
         if radius is None:
             radius = self._rf[self.layer_names(layers)[0]] / 2
-        out = transfer_keypoints(torch.from_numpy(kps).to(src_pos), src_pos, trg_pos[idx], radius)
+        out = transfer_keypoints(torch.from_numpy(kps).to(src_pos), src_pos, matched, radius)
         return out.cpu().numpy().astype(np.float64)

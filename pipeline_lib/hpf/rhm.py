@@ -92,10 +92,15 @@ def appearance_similarity(src: Tensor, trg: Tensor, *, exponent: float = COS_EXP
     return cos.clamp_min_(0).pow_(exponent)  # in place: no extra (N, M) buffers
 
 
+def cosine_similarity(src: Tensor, trg: Tensor) -> Tensor:
+    """All cosine similarities: ``(…, N, C), (…, M, C) -> (…, N, M)``."""
+    _check_feats(src, trg, "cosine_similarity")
+    return F.normalize(src, dim=-1) @ F.normalize(trg, dim=-1).transpose(-1, -2)
+
+
 def nn_match(src: Tensor, trg: Tensor) -> Tensor:
     """Plain cosine nearest neighbour: ``(…, N, C), (…, M, C) -> (…, N)`` int64 target indices."""
-    _check_feats(src, trg, "nn_match")
-    return assign(F.normalize(src, dim=-1) @ F.normalize(trg, dim=-1).transpose(-1, -2))
+    return assign(cosine_similarity(src, trg))
 
 
 def assign(scores: Tensor) -> Tensor:

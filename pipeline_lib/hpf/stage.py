@@ -152,10 +152,14 @@ def predictor(method: str, cfg: Mapping, store: FeatureStore, search_json: str |
         raise ValueError(f"{method} needs single layers scored on validation pairs, and {search_json} has none "
                          f"(hpf.layers fixed on a dataset without '{record['search_split']}' pairs); drop {method} "
                          f"from methods or give the dataset a validation split.")
+    transfer = Settings(cfg).transfer
+    subcell = transfer.subcell()
     if method == NN_BEST_LAYER:
-        return nn_predictor(store, record["best_nn_layer"], device), {"layer": record["best_nn_layer"]}
+        return (nn_predictor(store, record["best_nn_layer"], device, subcell),
+                {"layer": record["best_nn_layer"], "target": transfer.target})
     which, kind = VARIANTS[method]
     names = record[which]
     layers = tuple(store.layer_names.index(n) for n in names)
     matcher = HyperpixelMatcher(store, device, match_params(hc))
-    return (lambda s, t, k: matcher.transfer(s, t, k, layers, kind)), {"layers": names, "matcher": kind}
+    return ((lambda s, t, k: matcher.transfer(s, t, k, layers, kind, subcell)),
+            {"layers": names, "matcher": kind, "target": transfer.target})

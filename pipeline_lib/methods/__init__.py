@@ -9,6 +9,7 @@ import torch
 
 from ..features import FeatureStore
 from ..kernels.hyperpixels import build_hyperpixels
+from ..kernels.soft_argmax import Subcell
 from ..pair_prediction import KeypointFn
 from .nn import nn_transfer
 
@@ -30,9 +31,11 @@ def stage_end_layers(layers: list[dict], strides=STAGE_END_STRIDES) -> list[str]
     return names
 
 
-def nn_predictor(store: FeatureStore, layer: str | list[str], device: torch.device) -> Predictor:
+def nn_predictor(store: FeatureStore, layer: str | list[str], device: torch.device,
+                 subcell: Subcell | None = None) -> Predictor:
     """The nearest-neighbour baseline on one cached layer, or on several as one hyperpixel (the first the base):
-    cosine similarity of the source descriptor read bilinearly at the keypoint to every target cell."""
+    cosine similarity of the source descriptor read bilinearly at the keypoint to every target cell; the target
+    at the best cell's centre, or at a sub-cell position (``subcell``)."""
     layers = [store.resolve_layer(layer)] if isinstance(layer, str) else list(layer)
 
     def feature(image_id: str) -> torch.Tensor:
@@ -43,7 +46,7 @@ def nn_predictor(store: FeatureStore, layer: str | list[str], device: torch.devi
 
     def predict(src: str, trg: str, kps: np.ndarray) -> np.ndarray:
         out = nn_transfer(feature(src), feature(trg), torch.from_numpy(kps).float().to(device), store.resized_hw(src),
-                          store.resized_hw(trg))
+                          store.resized_hw(trg), subcell)
         return out.cpu().numpy().astype(np.float64)
 
     return predict

@@ -22,14 +22,16 @@ from .registry import ENCODER, SEARCH, method as registry_entry, predictor_facto
 
 def nn_method(method: str, cfg: Mapping, store: FeatureStore, search_json, device) -> tuple[Predictor, dict]:
     """The nearest-neighbour baseline on ``nn.layer`` (no search record)."""
-    layer = Settings(cfg).nn.layer
-    return nn_predictor(store, layer, device), {"layer": store.resolve_layer(layer)}
+    s = Settings(cfg)
+    return (nn_predictor(store, s.nn.layer, device, s.transfer.subcell()),
+            {"layer": store.resolve_layer(s.nn.layer), "target": s.transfer.target})
 
 
 def nn_stage_ends_method(method: str, cfg: Mapping, store: FeatureStore, search_json, device) -> tuple[Predictor, dict]:
     """The fixed bar: NN on the backbone's stage-end layers as one hyperpixel (no search record)."""
     layers = stage_end_layers(store.layers)
-    return nn_predictor(store, layers, device), {"layers": layers}
+    transfer = Settings(cfg).transfer
+    return nn_predictor(store, layers, device, transfer.subcell()), {"layers": layers, "target": transfer.target}
 
 
 @reads("seed", "dataset", "evaluation")

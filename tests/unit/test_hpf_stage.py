@@ -83,9 +83,9 @@ def test_predictor_refuses_a_search_record_of_other_features(tmp_path):
                                 "best_nn_layer": "L1"}))
     for method in ("hpf", "gaur_hpf"):  # gaur_hpf runs as hpf on another store
         _, params = predictor(registry_entry(method).variant, cfg, store, good, torch.device("cpu"))
-        assert params == {"layers": ["L0", "L1"], "matcher": "rhm"}
+        assert params == {"layers": ["L0", "L1"], "matcher": "rhm", "target": "cell"}
     _, params = predictor("hpf_single", cfg, store, good, torch.device("cpu"))
-    assert params == {"layers": ["L0"], "matcher": "rhm"}
+    assert params == {"layers": ["L0"], "matcher": "rhm", "target": "cell"}
     with pytest.raises(ValueError, match="unknown Hyperpixel Flow variant 'gaur_hpf'; known: nn_best_layer, hpf"):
         predictor("gaur_hpf", cfg, store, good, torch.device("cpu"))
     other = tmp_path / "other.json"
