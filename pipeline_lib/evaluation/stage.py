@@ -1,6 +1,6 @@
-"""Workflow stages of the evaluation: PCK of every method's predictions, the result tables, the pictures of test pairs
-(predictions against the truth, dense flows as warped images), and the
-category-fold protocol's pooling of its folds."""
+"""Workflow stages of the evaluation: PCK of every method's predictions, the result tables, the pictures of test
+pairs (predictions against the truth, dense flows as warped images), and the category-fold protocol's pooling of
+its folds."""
 
 from __future__ import annotations
 
@@ -148,8 +148,8 @@ def draw_flow_warps(cfg: Mapping, backbone: str, methods: Sequence[str], weights
     drawn = pairs_to_draw(pairs, s.pictures.per_category)
     shown = [p for group in drawn.values() for p in group]
     device = resolve_device(s.device)
-    backs = {p.pair_id: warp_grid((index.images[p.trg].height, index.images[p.trg].width), s.pictures.warp_step)
-             for p in shown}
+    trg_hw = {p.pair_id: (index.images[p.trg].height, index.images[p.trg].width) for p in shown}
+    backs = {p.pair_id: warp_grid(trg_hw[p.pair_id], s.pictures.warp_step) for p in shown}
     reverse = [Pair(p.pair_id, p.category, p.trg, p.src, backs[p.pair_id], np.full_like(backs[p.pair_id], np.nan),
                     np.ones(len(backs[p.pair_id]), dtype=bool)) for p in shown]
     warped: dict[str, dict[str, np.ndarray]] = {}
@@ -157,8 +157,7 @@ def draw_flow_warps(cfg: Mapping, backbone: str, methods: Sequence[str], weights
         refuse_seen(cfg, shown, w)
         fn, frame = match_factory(m)(cfg, backbone, w, device, index.images)
         back, _ = predict_pairs(fn, reverse, frame, desc=f"warps {m}")
-        warped[m] = {p.pair_id: warp_source(load_rgb(index.images[p.src].path), back[p.pair_id],
-                                            (index.images[p.trg].height, index.images[p.trg].width),
+        warped[m] = {p.pair_id: warp_source(load_rgb(index.images[p.src].path), back[p.pair_id], trg_hw[p.pair_id],
                                             s.pictures.warp_step) for p in shown}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
