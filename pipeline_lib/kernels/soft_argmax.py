@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .correlation import l2_normalise
-from .grids import cell_to_normalised
+from .grids import cell_to_normalised, normalised_to_pixels
 
 BETA = 50.0  # Lee et al. Sec. 4.1: softmax temperature beta = 50
 KERNEL_SIGMA_CELLS = 5.0  # Lee et al. Sec. 4.1: std of the Gaussian kernel k_p = 5 (cells of the 20x20 grid)
@@ -66,7 +66,7 @@ def match_positions(corr: torch.Tensor, beta: float = BETA,
     return cell_to_normalised(cells_s2t, (ht, wt)), cell_to_normalised(cells_t2s, (hs, ws))
 
 
-# Ours, chosen on the PF-WILLOW folds' validation pairs (nn PCK@0.1 46.3 vs 42.3 with cell centres; beta 5-50 and
+# Ours, chosen on the PF-WILLOW folds' validation pairs (nn PCK@0.1 46.3 vs 42.3 with cell centres; beta 5-100 and
 # radius 1-4 tried): a cell at 0.9 of the best score weighs exp(-1); the 5 x 5 cells around the best one are read.
 SUBCELL_BETA = 10.0
 SUBCELL_RADIUS_CELLS = 2
@@ -104,6 +104,5 @@ def subcell_targets(scores: torch.Tensor, grid_hw: tuple[int, int], image_hw: tu
     gx = torch.arange(w, device=scores.device).repeat(h)
     near = ((gx[None] - gx[idx]).abs() <= radius_cells) & ((gy[None] - gy[idx]).abs() <= radius_cells)
     prob = torch.softmax((beta * rel).masked_fill(~near, float("-inf")), dim=1)
-    cx, cy = prob @ gx.to(prob.dtype), prob @ gy.to(prob.dtype)
-    sy, sx = image_hw[0] / h, image_hw[1] / w
-    return torch.stack([(cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5], dim=1)
+    cells = torch.stack([prob @ gx.to(prob.dtype), prob @ gy.to(prob.dtype)], dim=1)
+    return normalised_to_pixels(cell_to_normalised(cells, grid_hw), image_hw)
