@@ -117,8 +117,14 @@ def read_mat(path: Path) -> dict:
     return scipy.io.loadmat(path)
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file, with a clear error for a missing or unreadable file."""
+def image_size(path: Path, decode: bool = False) -> tuple[int, int]:
+    """(H, W) of an image file, with a clear error for a missing or unreadable file. Pillow's verify() checks a
+    PNG's chunk CRCs, not its compressed pixels; ``decode`` also decodes the image (:func:`load_rgb`), so damage
+    inside the pixel data is found here, not in feature extraction (``on_bad_pair: skip`` decodes every image
+    once when the index is built, so such an image is skipped with its pairs)."""
+    if decode:
+        h, w = load_rgb(path).shape[:2]
+        return h, w
     if not path.is_file():
         raise DatasetError(f"image file missing: {path}. Restore it or remove it from the pair list.")
     try:

@@ -42,7 +42,7 @@ def load(root: str | Path, name: str = "folder", pairs_csv: str = "", on_bad_pai
             if key in images:
                 raise DatasetError(f"{path} and {images[key].path} share the name '{key}'; rename one.")
             try:
-                h, w = image_size(path)
+                h, w = image_size(path, decode=on_bad_pair == "skip")
             except DatasetError as exc:  # zero-byte, truncated, not an image
                 if on_bad_pair != "skip":
                     raise DatasetError(f"{exc} (or set dataset.on_bad_pair: skip to leave it out)") from exc

@@ -62,7 +62,7 @@ def load(root: str | Path, name: str = "pf-pascal", pairs_csv: str = "", on_bad_
                 img = root / row[col]
                 key = Path(row[col]).stem
                 if key not in images:
-                    h, w = image_size(img)
+                    h, w = image_size(img, decode=on_bad_pair == "skip")
                     images[key] = ImageRecord(key, img, category, h, w)
                 keys.append(key)
             rows.append((where, split, category, *keys))

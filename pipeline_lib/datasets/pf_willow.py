@@ -49,7 +49,7 @@ def load(root: str | Path, name: str = "pf-willow", pairs_csv: str = "", on_bad_
         for png in pngs:
             key = f"{cls_dir.name}/{png.stem}"
             try:
-                h, w = image_size(png)
+                h, w = image_size(png, decode=on_bad_pair == "skip")
             except DatasetError as exc:  # zero-byte, truncated, not an image
                 if on_bad_pair != "skip":
                     raise

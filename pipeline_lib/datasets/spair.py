@@ -40,7 +40,7 @@ def load(root: str | Path, name: str = "spair", pairs_csv: str = "", on_bad_pair
                 key = f"{category}/{Path(imname).stem}"
                 if key not in images:
                     img = root / "JPEGImages" / category / imname
-                    h, w = image_size(img)
+                    h, w = image_size(img, decode=on_bad_pair == "skip")
                     images[key] = ImageRecord(key, img, category, h, w)
                 keys.append(key)
 

@@ -212,19 +212,11 @@ def test_16_bit_greyscale_png_keeps_its_contrast(tmp_path):
     assert abs(int(rgb[..., 0].mean()) - 127) <= 2 and rgb.min() == 0 and rgb.max() == 255
 
 
-def test_damage_that_passes_verify_is_named_when_the_image_is_decoded(tmp_path):
-    """Pillow's verify() checks the PNG chunks' CRCs, not the compressed pixels: a corrupted IDAT with a fixed-up
-    CRC passes it and used to fail later in feature extraction with no file name."""
+def damage_pixels(path):
+    """Corrupt a PNG's compressed pixels and fix up the chunk CRC: Pillow's verify() still passes it."""
     import struct
     import zlib
 
-    from PIL import Image
-
-    from pipeline_lib.datasets import load_rgb
-    from pipeline_lib.datasets.base import image_size
-
-    path = tmp_path / "damaged.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
     data = bytearray(path.read_bytes())
     at = data.index(b"IDAT")
     length = struct.unpack(">I", data[at - 4:at])[0]
@@ -232,9 +224,45 @@ def test_damage_that_passes_verify_is_named_when_the_image_is_decoded(tmp_path):
     data[body + 2:body + length] = bytes(b ^ 0x5A for b in data[body + 2:body + length])  # keep the zlib header
     data[body + length:body + length + 4] = struct.pack(">I", zlib.crc32(bytes(data[at:body + length])))
     path.write_bytes(bytes(data))
+
+
+def test_damage_that_passes_verify_is_named_when_the_image_is_decoded(tmp_path):
+    """Pillow's verify() checks the PNG chunks' CRCs, not the compressed pixels: a corrupted IDAT with a fixed-up
+    CRC passes it and used to fail later in feature extraction with no file name."""
+    from PIL import Image
+
+    from pipeline_lib.datasets import load_rgb
+    from pipeline_lib.datasets.base import image_size
+
+    path = tmp_path / "damaged.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+    damage_pixels(path)
     assert image_size(path) == (32, 32)  # verify() passes
     with pytest.raises(DatasetError, match=r"corrupt: .*damaged\.png cannot be decoded"):
         load_rgb(path)
+    with pytest.raises(DatasetError, match=r"corrupt: .*damaged\.png cannot be decoded"):
+        image_size(path, decode=True)
+
+
+@pytest.mark.parametrize("with_csv", [True, False])
+def test_skip_mode_skips_the_pairs_of_an_image_whose_pixels_are_damaged(tmp_path, with_csv):
+    """Damage that verify() passes: error mode builds the index (feature extraction names the file later); skip mode
+    decodes every image once, so the image and exactly its pairs are skipped instead of stopping extraction."""
+    root = make_willow(tmp_path, with_csv=with_csv)
+    damage_pixels(root / "car(G)" / "img1.png")
+    assert len(open_dataset("pf-willow", root).pairs) == 12
+    ds = open_dataset("pf-willow", root, on_bad_pair="skip")
+    assert len(ds.pairs) == 8 and len(ds.skipped) == 4 and "car(G)/img1" not in ds.images
+    assert all("img1.png cannot be decoded" in s.reason and s.category == "car(G)" for s in ds.skipped)
+
+
+def test_folder_skip_mode_leaves_out_an_image_whose_pixels_are_damaged(tmp_path):
+    for i in range(3):
+        write_png(tmp_path / "cats" / f"im{i}.png", 30, 40, seed=i)
+    damage_pixels(tmp_path / "cats" / "im2.png")
+    index = open_dataset("folder", tmp_path, split_mode="given", on_bad_pair="skip")
+    assert sorted(index.images) == ["cats/im0", "cats/im1"] and len(index.pairs) == 2
+    assert "im2.png cannot be decoded" in index.skipped[0].reason
 
 
 def _rewrite_rows(csv_path, edit):
