@@ -282,6 +282,7 @@ class FCSSSection:
     pool_size: int = schema_default("fcss", "pool_size")
     train_backbone: bool = schema_default("fcss", "train_backbone")
     longer_side: int = schema_default("fcss", "longer_side")
+    matcher: str = schema_default("fcss", "matcher")
     epochs: int = schema_default("fcss", "epochs")
     lr: float = schema_default("fcss", "lr")
     shift_lr: float | None = schema_default("fcss", "shift_lr")

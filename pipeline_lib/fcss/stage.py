@@ -22,6 +22,7 @@ from .train import FCSSTrainConfig, build_training_pairs, train_fcss, with_shift
 
 log = logging.getLogger(__name__)
 TRAIN_KEYS = ("epochs", "lr", "batch_size", "weight_decay")  # TrainConfig keys of the section
+PREDICT_KEYS = ("longer_side", "matcher")  # keys that only prediction reads
 TRAIN_SPLIT = "train"  # the stage trains on training pairs only, never on validation or test images
 # Our choice (Kim et al. give no rates; their release trains the shifts at 0.1 x the base rate of SGD).
 # Adam moves every parameter by about its learning rate per step whatever the gradient's scale, and
@@ -40,25 +41,26 @@ class FCSSSettings:
     train: TrainConfig
     longer_side: int  # prediction resolution (px), 0 = the config's image.longer_side
     shift_lr: float | None = SHIFT_LR  # learning rate of the sampling shifts (None = the base lr)
+    matcher: str = "nn"  # keypoint transfer at prediction: nn | rhm (predict.py)
 
 
 def settings_from_config(fcss: Mapping[str, Any], seed: int = 0) -> FCSSSettings:
-    """Split the section into its dataclasses: model keys, the :class:`TrainConfig` keys, ``longer_side``
-    and the nested ``train`` mapping (:class:`FCSSTrainConfig`, whose split is always the train split).
+    """Split the section into its dataclasses: model keys, the :class:`TrainConfig` keys, the prediction keys
+    (``longer_side``, ``matcher``), ``shift_lr`` and the nested ``train`` mapping (:class:`FCSSTrainConfig`, whose split is always the train split).
     Unknown keys are an error; ``seed`` seeds both the initial sampling patterns and the loop."""
     model_keys = set(FCSSConfig.__dataclass_fields__) - {"seed"}
-    flat = {k: v for k, v in fcss.items() if k not in ("train", "longer_side", "shift_lr")}
+    flat = {k: v for k, v in fcss.items() if k not in ("train", "shift_lr") + PREDICT_KEYS}
     unknown = set(flat) - model_keys - set(TRAIN_KEYS)
     if unknown:
         raise ConfigError(f"unknown key(s) fcss.{sorted(unknown)}; allowed: {sorted(model_keys | set(TRAIN_KEYS))} "
-                          f"+ longer_side, shift_lr, train")
+                          f"+ {', '.join(PREDICT_KEYS)}, shift_lr, train")
     supervision = dict(fcss.get("train", {}))
     if "split" in supervision:
         raise ConfigError("fcss.train.split cannot be set: FCSS trains on the train split only")
     model = section(FCSSConfig, {**{k: v for k, v in flat.items() if k in model_keys}, "seed": seed})
     train = section(TrainConfig, {**{k: v for k, v in flat.items() if k in TRAIN_KEYS}, "seed": seed})
     return FCSSSettings(model, section(FCSSTrainConfig, {**supervision, "split": TRAIN_SPLIT}), train,
-                        int(fcss.get("longer_side", 0)), fcss.get("shift_lr", SHIFT_LR))
+                        int(fcss.get("longer_side", 0)), fcss.get("shift_lr", SHIFT_LR), str(fcss.get("matcher", "nn")))
 
 
 def settings(cfg: Mapping) -> FCSSSettings:
@@ -103,22 +105,27 @@ def train(cfg: Mapping, backbone_name: str, out_weights: str | Path, out_init: s
 
 @reads("seed", "weights", "fcss", "evaluation", "image", "transfer", "dataset")
 def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta_json, method: str = "fcss") -> None:
-    """Nearest-neighbour keypoint transfer on FCSS descriptors of the evaluation pairs (``method``: the
+    """Keypoint transfer on FCSS descriptors of the evaluation pairs by ``fcss.matcher`` (``method``: the
     name written, e.g. ``fcss@init`` for the initial weights); the target cell or sub-cell as ``transfer`` says,
-    as for the training-free nearest neighbours."""
+    as for the training-free matchers."""
     index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
-    side = predict_longer_side(cfg)
-    transfer = Settings(cfg).transfer
-    frame = DescriptorFrame(model, index.images, side, transfer.subcell())
+    frame = descriptor_frame(cfg, model, index.images)
     preds, ms = predict_pairs(frame, pairs, frame, desc=method)
-    finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), longer_side=side,
-                       layers=list(model.layers), target=transfer.target)
+    s = settings(cfg)
+    finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), longer_side=frame.longer_side,
+                       layers=list(model.layers), target=Settings(cfg).transfer.target, matcher=s.matcher)
+
+
+def descriptor_frame(cfg: Mapping, model: FCSS, images: Mapping[str, ImageRecord]) -> DescriptorFrame:
+    """The keypoint function and frame of a prediction with ``model``: resolution, matcher and target as the
+    config says."""
+    s = settings(cfg)
+    return DescriptorFrame(model, images, predict_longer_side(cfg), Settings(cfg).transfer.subcell(), s.matcher)
 
 
 def match_predictor(cfg: Mapping, backbone_name: str, weights: str | Path, device,
                     images: Mapping[str, ImageRecord]) -> tuple[DescriptorFrame, DescriptorFrame]:
-    """Nearest-neighbour transfer on the descriptors of the model in ``weights`` for any ``images`` (``match``):
-    the keypoint function and its frame (keypoints at the prediction resolution)."""
-    frame = DescriptorFrame(load_trained(build(cfg, backbone_name), weights, device), images, predict_longer_side(cfg),
-                            Settings(cfg).transfer.subcell())
+    """Transfer on the descriptors of the model in ``weights`` for any ``images`` (``match``), by the configured
+    matcher: the keypoint function and its frame (keypoints at the prediction resolution)."""
+    frame = descriptor_frame(cfg, load_trained(build(cfg, backbone_name), weights, device), images)
     return frame, frame

@@ -3,7 +3,7 @@ search over layer sets. Pure tensor functions; see each module. Hyperpixels them
 et al.'s chain, are :mod:`pipeline_lib.kernels.hyperpixels`."""
 
 from .beam_search import BeamSearchResult, BeamStep, beam_search, decode_layers, encode_layers
-from .rhm import (
+from ..kernels.rhm import (
     HoughSpace,
     appearance_similarity,
     assign,
@@ -15,7 +15,7 @@ from .rhm import (
     rhm,
     rhm_scores,
 )
-from .transfer import transfer_keypoints
+from ..kernels.keypoint_transfer import transfer_keypoints
 
 __all__ = [
     "BeamSearchResult",

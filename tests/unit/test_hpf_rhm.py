@@ -180,3 +180,11 @@ def test_gradients_flow_and_match_no_grad_result():
     assert src.grad is not None and torch.isfinite(src.grad).all()
     with torch.no_grad():
         torch.testing.assert_close(rhm(src, trg, pos, pos, (16, 16)), scores.detach())
+
+
+def test_rows_return_those_rows_of_the_full_scores():
+    src, trg, *_ = _translated_pair_with_decoys()
+    pos = cell_centres(GRID, GRID, (SIDE, SIDE))
+    space = build_hough_space(pos, pos, (SIDE, SIDE))
+    rows = torch.tensor([0, 7, 42, 99])
+    torch.testing.assert_close(rhm_scores(src, trg, space, rows=rows), rhm_scores(src, trg, space)[rows])

@@ -5,6 +5,7 @@ import torch
 
 from pipeline_lib.kernels.grids import cell_centres
 from pipeline_lib.hpf import transfer_keypoints
+from pipeline_lib.kernels.keypoint_transfer import transfer_rows
 
 # 2x2 cells over a 16x16 image, centres at x, y in {3.5, 11.5} (package pixel-centre convention)
 SRC_POS = cell_centres(2, 2, (16, 16))
@@ -53,3 +54,16 @@ def test_empty_and_bad_inputs():
         transfer_keypoints(torch.zeros(3, 2), SRC_POS, SRC_POS[:2], RADIUS)
     with pytest.raises(ValueError):
         transfer_keypoints(torch.zeros(3, 2), SRC_POS, SRC_POS, -1.0)
+
+
+def test_transfer_rows_give_the_same_keypoints_as_every_hyperpixel():
+    g = torch.Generator().manual_seed(3)
+    pos = cell_centres(6, 7, (48, 56))
+    matched = pos + torch.randn(pos.shape, generator=g) * 5
+    kps = torch.tensor([[3.0, 2.0], [30.0, 20.0], [55.0, 47.0], [90.0, 10.0]])  # the last one covered by none
+    for radius in (0.0, 4.0, 9.0):
+        rows = transfer_rows(kps, pos, radius)
+        assert rows.numel() < pos.shape[0] and (rows[1:] > rows[:-1]).all()
+        torch.testing.assert_close(transfer_keypoints(kps, pos[rows], matched[rows], radius),
+                                   transfer_keypoints(kps, pos, matched, radius))
+    assert transfer_rows(torch.zeros(0, 2), pos, 4.0).numel() == 0

@@ -78,7 +78,7 @@ def test_section_rejects_unknown_keys_naming_the_allowed_ones():
 
 def test_where_the_schema_takes_a_papers_value_it_equals_the_named_constant():
     """A default the schema takes from a paper and the cited constant of the code cannot drift apart."""
-    from pipeline_lib.hpf.rhm import N_BINS_PER_SIDE
+    from pipeline_lib.kernels.rhm import N_BINS_PER_SIDE
     from pipeline_lib.kernels import soft_argmax
     from pipeline_lib.sfnet import losses as sfnet_losses
     from pipeline_lib.sfnet import model as sfnet_model

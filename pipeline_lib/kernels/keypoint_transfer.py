@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["transfer_keypoints"]
+__all__ = ["transfer_keypoints", "transfer_rows"]
 
 
 def transfer_keypoints(
@@ -62,3 +62,15 @@ def transfer_keypoints(
     votes = trg[None, :, :] + disp  # (K, N, 2): T(x_q) + d(x_q)
     pred = (weights[..., None] * votes).sum(dim=1) / weights.sum(dim=1, keepdim=True)
     return pred.to(src_kps.dtype) if src_kps.is_floating_point() else pred
+
+
+def transfer_rows(src_kps: Tensor, src_pos: Tensor, radius_px: float) -> Tensor:
+    """Sorted indices of the source hyperpixels :func:`transfer_keypoints` reads for ``src_kps``: those within
+    ``radius_px`` of a keypoint and each keypoint's nearest one. Transferring with ``src_pos[rows]`` and the
+    matches of those rows gives the same keypoints as with all of them."""
+    if src_kps.shape[0] == 0 or src_pos.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=src_pos.device)
+    disp = src_kps.to(src_pos)[:, None, :] - src_pos[None, :, :]
+    used = (disp.abs().amax(dim=-1) <= radius_px).any(dim=0)
+    used[disp.norm(dim=-1).argmin(dim=-1)] = True
+    return torch.nonzero(used, as_tuple=True)[0]

@@ -244,19 +244,25 @@ def hough_votes(similarity: Tensor, space: HoughSpace) -> Tensor:
 
 
 def rhm_scores(
-    src_feats: Tensor, trg_feats: Tensor, space: HoughSpace, *, exponent: float = COS_EXPONENT
+    src_feats: Tensor, trg_feats: Tensor, space: HoughSpace, *, exponent: float = COS_EXPONENT,
+    rows: Tensor | None = None,
 ) -> Tensor:
     """RHM confidence p(m_a) * vote(bin(m)) with a precomputed :class:`HoughSpace`.
 
     Args:
         src_feats: ``(N, C)`` or ``(B, N, C)``; trg_feats: ``(M, C)`` or ``(B, M, C)``.
+        rows: optional ``(R,)`` source indices: every match still votes, but only these rows of the
+            scores are returned (a keypoint transfer needs the rows near its keypoints only).
 
     Returns:
-        ``(N, M)`` or ``(B, N, M)`` regularized confidences (not normalised).
+        ``(N, M)`` or ``(B, N, M)`` regularized confidences (not normalised); ``(…, R, M)`` with ``rows``.
     """
     sim = appearance_similarity(src_feats, trg_feats, exponent=exponent)
     votes = hough_votes(sim, space).flatten(-2)  # (…, n_bins)
-    gathered = votes[..., space.bin_ids.reshape(-1)].view(sim.shape)
+    bins = space.bin_ids if rows is None else space.bin_ids[rows]
+    if rows is not None:
+        sim = sim[..., rows, :]
+    gathered = votes[..., bins.reshape(-1)].view(sim.shape)
     return sim * gathered if _needs_autograd(sim) else gathered.mul_(sim)
 
 
