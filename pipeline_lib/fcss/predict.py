@@ -8,7 +8,7 @@
   Min et al.'s form of Proposal Flow's Hough matching.
 
 FCSS descriptors are non-negative (exp gating, Kim et al. Eq. 11) and share a large common component, so
-their cosines crowd near 1 (PF-WILLOW: 1% / 50% / 99% quantiles 0.69 / 0.85 / 0.93, against -0.22 / 0.09 / 0.47
+their cosines crowd near 1 (a PF-WILLOW pair: 1% / 50% / 99% quantiles 0.69 / 0.85 / 0.93, against -0.22 / 0.09 / 0.47
 for the backbone features they are computed from) and RHM's confidence ReLU(cos)^3 (Min et al. Eq. 4), made for
 features whose unrelated cells have cosines near 0, barely tells a match from the rest. Before RHM the two maps
 are centred on their joint mean descriptor and renormalised, so the cosine becomes a Pearson correlation
