@@ -46,7 +46,8 @@ class FCSSSettings:
 
 def settings_from_config(fcss: Mapping[str, Any], seed: int = 0) -> FCSSSettings:
     """Split the section into its dataclasses: model keys, the :class:`TrainConfig` keys, the prediction keys
-    (``longer_side``, ``matcher``), ``shift_lr`` and the nested ``train`` mapping (:class:`FCSSTrainConfig`, whose split is always the train split).
+    (``longer_side``, ``matcher``), ``shift_lr`` and the nested ``train`` mapping (:class:`FCSSTrainConfig`,
+    whose split is always the train split).
     Unknown keys are an error; ``seed`` seeds both the initial sampling patterns and the loop."""
     model_keys = set(FCSSConfig.__dataclass_fields__) - {"seed"}
     flat = {k: v for k, v in fcss.items() if k not in ("train", "shift_lr") + PREDICT_KEYS}
@@ -111,16 +112,15 @@ def predict(cfg: Mapping, backbone_name: str, weights: str | Path, out_csv, meta
     index, pairs, device, model = prediction_inputs(cfg, build(cfg, backbone_name), weights)
     frame = descriptor_frame(cfg, model, index.images)
     preds, ms = predict_pairs(frame, pairs, frame, desc=method)
-    s = settings(cfg)
     finish_predictions(cfg, method, preds, ms, out_csv, meta_json, device=str(device), longer_side=frame.longer_side,
-                       layers=list(model.layers), target=Settings(cfg).transfer.target, matcher=s.matcher)
+                       layers=list(model.layers), target=Settings(cfg).transfer.target, matcher=frame.matcher)
 
 
 def descriptor_frame(cfg: Mapping, model: FCSS, images: Mapping[str, ImageRecord]) -> DescriptorFrame:
     """The keypoint function and frame of a prediction with ``model``: resolution, matcher and target as the
     config says."""
-    s = settings(cfg)
-    return DescriptorFrame(model, images, predict_longer_side(cfg), Settings(cfg).transfer.subcell(), s.matcher)
+    return DescriptorFrame(model, images, predict_longer_side(cfg), Settings(cfg).transfer.subcell(),
+                           settings(cfg).matcher)
 
 
 def match_predictor(cfg: Mapping, backbone_name: str, weights: str | Path, device,
