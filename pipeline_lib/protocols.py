@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
-from .datasets import DatasetIndex, open_dataset
+from .datasets import DatasetIndex, split_dataset
 from .settings import Settings
 
 
@@ -49,9 +49,10 @@ def _content_hash(path: Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
-def with_train_dataset(cfg: Mapping, index: DatasetIndex, check_content: bool = False) -> DatasetIndex:
-    """Cross-dataset protocol: ``index`` (every pair an evaluation pair) joined with the pairs of
-    ``train_dataset`` (training pairs, ``val_fraction`` of each category's held out for validation). An image
+def with_train_dataset(cfg: Mapping, index: DatasetIndex, train: DatasetIndex,
+                       check_content: bool = False) -> DatasetIndex:
+    """Cross-dataset protocol: ``index`` (every pair an evaluation pair) joined with the pairs of ``train``, the
+    unsplit index of ``train_dataset`` (training pairs, ``val_fraction`` of each category's held out for validation). An image
     of both (the same image id, or with ``check_content`` the same file content under another name) is
     refused, naming it."""
     s = Settings(cfg)
@@ -59,9 +60,7 @@ def with_train_dataset(cfg: Mapping, index: DatasetIndex, check_content: bool = 
     if s.dataset.split.mode != "all_test":
         raise ValueError(f"train_dataset is given, so every pair of dataset {index.name} is an evaluation pair: set "
                          f"dataset.split.mode: all_test (it is {s.dataset.split.mode!r}).")
-    train = open_dataset(t.kind, Path(t.root), name=f"{index.name}-train", pairs_csv=t.pairs_csv,
-                         on_bad_pair=t.on_bad_pair, split_mode="train_val", val_fraction=t.val_fraction, seed=s.seed,
-                         categories=t.categories)
+    train = split_dataset(train, "train_val", val_fraction=t.val_fraction, seed=s.seed)
     shared = sorted(set(index.images) & set(train.images))
     if shared:
         raise SeenError(f"image '{shared[0]}' is in the evaluation dataset ({index.images[shared[0]].path}) and in the "

@@ -19,8 +19,9 @@ from torch import nn
 
 from .atomic import write_text
 from .backbones import resolve_device
-from .datasets import DatasetIndex, category_folds, open_dataset
+from .datasets import DatasetIndex, category_folds, read_dataset, split_dataset
 from .datasets.base import category_dirs
+from .datasets.frozen import freeze, thaw
 from .evaluation import oriented, write_predictions
 from .protocols import has_train_dataset, refuse_seen, with_train_dataset
 from .provenance import provenance
@@ -126,30 +127,76 @@ def fold_table(cfg: Mapping) -> dict[str, str]:
                                                      cfg["seed"]).items()}
 
 
-def load_dataset(cfg: Mapping, check_content: bool = False) -> DatasetIndex:
+# --- the frozen index: written once by the index stage, read by every stage after it -------------------------
+
+def frozen_index_path(cfg: Mapping) -> Path:
+    """The dataset's frozen index (``index_dataset`` writes it; every fold and view of the dataset reads it)."""
+    return Path(cfg["results_dir"]) / cfg["dataset"]["name"] / "index" / "dataset.json"
+
+
+def _sections(cfg: Mapping) -> list[str]:
+    return ["dataset", "train_dataset"] if has_train_dataset(cfg) else ["dataset"]
+
+
+def source_key(cfg: Mapping, section: str) -> dict:
+    """The arguments of :func:`datasets.read_dataset` for config ``section`` (``dataset``/``train_dataset``): a
+    frozen source is read only for the same arguments."""
+    d = cfg[section]
+    root, name = (dataset_root(cfg), d["name"]) if section == "dataset" else (Path(d["root"]),
+                                                                              f"{cfg['dataset']['name']}-train")
+    return {"kind": d["kind"], "root": str(root), "name": name, "pairs_csv": d["pairs_csv"],
+            "on_bad_pair": d["on_bad_pair"], "categories": sorted(d.get("categories") or [])}
+
+
+def read_sources(cfg: Mapping, live: bool = False) -> dict[str, DatasetIndex]:
+    """The unsplit index of ``dataset`` (and ``train_dataset``): from the frozen index when one was written for
+    the same dataset config, else (``live``, or none written yet: a stage called outside the workflow) from the
+    dataset's files."""
+    path = frozen_index_path(cfg)
+    frozen = json.loads(path.read_text()) if not live and path.is_file() else {}
+    out = {}
+    for section in _sections(cfg):
+        key, record = source_key(cfg, section), frozen.get(section)
+        if record is not None and record["key"] == key:
+            out[section] = thaw(record["index"], f"{path} ({section})")
+        else:
+            if record is not None:
+                log.info("%s was written for another %s config; reading the live files", path, section)
+            out[section] = read_dataset(**key)
+    return out
+
+
+def write_frozen_index(path: str | Path, cfg: Mapping, sources: Mapping[str, DatasetIndex]) -> None:
+    """The sources of :func:`read_sources` as the frozen index at ``path`` (JSON, written atomically)."""
+    write_text(path, json.dumps({s: {"key": source_key(cfg, s), "index": freeze(ix)} for s, ix in sources.items()},
+                                sort_keys=True))
+
+
+def load_dataset(cfg: Mapping, check_content: bool = False,
+                 sources: Mapping[str, DatasetIndex] | None = None) -> DatasetIndex:
     """The index every stage reads: ``dataset`` with its split, plus (cross-dataset protocol) the pairs of
-    ``train_dataset`` as training and validation pairs. ``check_content``: also compare the two datasets'
-    images by content (the index stage does, once; every later stage depends on it)."""
-    index = _open_eval_dataset(cfg)
-    return with_train_dataset(cfg, index, check_content) if has_train_dataset(cfg) else index
+    ``train_dataset`` as training and validation pairs; from the frozen index (:func:`read_sources`) unless
+    ``sources`` are given. ``check_content``: also compare the two datasets' images by content (the index
+    stage does, once; every later stage depends on it)."""
+    sources = sources if sources is not None else read_sources(cfg)
+    s = Settings(cfg)
+    d = s.dataset
+    index = split_dataset(sources["dataset"], d.split.mode, train_fraction=d.split.train_fraction,
+                          val_fraction=d.split.val_fraction, seed=s.seed, folds=d.split.folds, fold=d.split.fold)
+    if has_train_dataset(cfg):
+        return with_train_dataset(cfg, index, sources["train_dataset"], check_content)
+    return index
 
 
 def load_images(cfg: Mapping) -> DatasetIndex:
     """The index of a stage that reads only the images (feature extraction): every image of the dataset (and
     of the training dataset) under the split-free view ``all_test``, so neither the split nor its seeded
-    draws decide what is extracted (the feature cache is shared by every split of the same images)."""
+    draws decide what is extracted (the feature cache is shared by every split of the same images). Read from
+    the live files: such a stage reruns on the images' content (not on the pair lists), so it does not wait
+    for, or depend on, the index."""
     view = json.loads(json.dumps(cfg))
     view["dataset"]["split"].update(mode="all_test", fold=None)
-    return load_dataset(view)
-
-
-def _open_eval_dataset(cfg: Mapping) -> DatasetIndex:
-    s = Settings(cfg)
-    d = s.dataset
-    return open_dataset(d.kind, dataset_root(cfg), name=d.name, pairs_csv=d.pairs_csv, on_bad_pair=d.on_bad_pair,
-                        split_mode=d.split.mode, train_fraction=d.split.train_fraction,
-                        val_fraction=d.split.val_fraction, seed=s.seed, categories=d.categories, folds=d.split.folds,
-                        fold=d.split.fold)
+    return load_dataset(view, sources=read_sources(view, live=True))
 
 
 def write_meta(path: str | Path, cfg: Mapping, **extra) -> None:
@@ -196,5 +243,6 @@ def prediction_inputs(cfg: Mapping, model: nn.Module, weights: str | Path):
 
 
 __all__ = ["dataset_root", "feature_key", "categories", "dataset_files", "manifest", "dataset_fingerprints",
-           "fold_table", "load_dataset", "load_images", "write_meta", "eval_pairs", "finish_predictions", "save_trained",
+           "fold_table", "frozen_index_path", "source_key", "read_sources", "write_frozen_index",
+           "load_dataset", "load_images", "write_meta", "eval_pairs", "finish_predictions", "save_trained",
            "prediction_inputs"]

@@ -10,7 +10,7 @@ from typing import Mapping
 from ..atomic import write_text
 from ..evaluation.summary import write_csv
 from ..settings import Settings, reads
-from ..stage_io import load_dataset, manifest, write_meta
+from ..stage_io import load_dataset, manifest, read_sources, write_frozen_index, write_meta
 from . import demo_synthesis
 
 log = logging.getLogger(__name__)
@@ -25,11 +25,18 @@ def generate_demo(cfg: Mapping, out_dir: str | Path) -> None:
 
 
 @reads("seed", "dataset")
-def index_dataset(cfg: Mapping, pairs_csv: str | Path, meta_json: str | Path, files=None) -> None:
+def index_dataset(cfg: Mapping, pairs_csv: str | Path, meta_json: str | Path, files=None,
+                  frozen: str | Path | None = None) -> None:
     """Validate the dataset and write its pair list with splits (and the skipped pairs) for inspection;
     ``files`` (the dataset's, :func:`stage_io.dataset_files`) go into ``manifest.json`` beside them. Under
-    the cross-dataset protocol an image in both datasets, by name or content, stops it here."""
-    index = load_dataset(cfg, check_content=True)
+    the cross-dataset protocol an image in both datasets, by name or content, stops it here.
+
+    ``frozen``: read the live files and freeze what was validated there (:func:`stage_io.write_frozen_index`),
+    the index every later stage reads; without it (a category fold's index) the frozen index is read."""
+    sources = read_sources(cfg, live=frozen is not None)
+    index = load_dataset(cfg, check_content=True, sources=sources)
+    if frozen is not None:
+        write_frozen_index(frozen, cfg, sources)
     if files:
         write_text(Path(meta_json).with_name("manifest.json"), json.dumps(manifest(files), indent=1))
     rows = [{"pair_id": p.pair_id, "category": p.category, "split": p.split, "src": p.src, "trg": p.trg,

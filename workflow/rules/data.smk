@@ -20,6 +20,8 @@ rule index_dataset:
     output:
         pairs=f"{BASE}/index/pairs.csv",
         meta=f"{BASE}/index/meta.json",
+        # the validated dataset, frozen: every later stage reads it, never the live annotation files
+        frozen=f"{BASE}/index/dataset.json",
     params:
         cfg=cfg_params(*reads_of("pipeline_lib.datasets.stage:index_dataset")),
         # the content of every file of the dataset: an edited image, annotation or pair list reruns the
@@ -41,6 +43,9 @@ if FOLDS:
     # Each fold's own index (its split: the fold's categories test, the others train/val), for inspection
     # and as the per-fold stages' input.
     use rule index_dataset as index_fold with:
+        input:
+            dataset_inputs,
+            frozen=f"{BASE}/index/dataset.json",
         output:
             pairs=f"{DATA}/index/pairs.csv",
             meta=f"{DATA}/index/meta.json",
