@@ -8,6 +8,7 @@ Needs the folds config's features and ``hpf/search.json`` of every fold (for the
 
 Usage:
     python bench/bench_transfer.py --methods nn nn_stage_ends hpf --split val --variant 10,2 --variant 20,3
+    python bench/bench_transfer.py --methods hpf hpf_ot hpf_ot_only --split val --set hpf.ot_iterations=1
 Prints a Markdown table and saves ``bench/results/transfer.csv``.
 """
 
@@ -15,14 +16,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from pipeline_lib.config import load_config
+from pipeline_lib.config import load_config, validate_config
 from pipeline_lib.evaluation.summary import evaluate_predictions
 from pipeline_lib.features import FeatureStore
 from pipeline_lib.methods.registry import method as registry_entry, predictor_factory
@@ -50,8 +53,8 @@ class Row:
 COLUMNS = [f.name for f in fields(Row)]
 
 
-def score(cfg, method: str, store: FeatureStore, fold: str) -> tuple[dict, int, float]:
-    """({alpha: PCK}, pairs, ms per pair) of ``method`` on one fold's evaluation pairs."""
+def score(cfg, method: str, store: FeatureStore, fold: str) -> tuple[dict, int, float, list[dict]]:
+    """({alpha: PCK}, pairs, ms per pair, per-pair rows) of ``method`` on one fold's evaluation pairs."""
     cfg = fold_view(cfg, fold)
     index = load_dataset(cfg)
     ev, pairs = eval_pairs(cfg, index)
@@ -61,7 +64,20 @@ def score(cfg, method: str, store: FeatureStore, fold: str) -> tuple[dict, int, 
     preds, _ = predict_pairs(fn, pairs, frame=store, progress=False)
     ms = 1000 * (time.perf_counter() - t0) / len(pairs)
     rows = evaluate_predictions(method, pairs, index.images, preds, ev)
-    return {a: float(np.mean([r["pck"] for r in rows if r["alpha"] == a])) for a in (0.05, 0.1)}, len(pairs), ms
+    pck = {a: float(np.mean([r["pck"] for r in rows if r["alpha"] == a])) for a in (0.05, 0.1)}
+    return pck, len(pairs), ms, rows
+
+
+def apply_sets(cfg: dict, items) -> dict:
+    """``cfg`` with each ``"hpf.ot_iterations=1"`` set in place (the value parsed as YAML)."""
+    for item in items:
+        key, _, value = item.partition("=")
+        *path, leaf = key.split(".")
+        node = cfg
+        for part in path:
+            node = node[part]
+        node[leaf] = yaml.safe_load(value)
+    return cfg
 
 
 def main() -> None:
@@ -70,11 +86,13 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["nn", "nn_stage_ends", "nn_best_layer", "hpf_single", "hpf_nn", "hpf"])
     ap.add_argument("--split", default="val", choices=["val", "test"])
     ap.add_argument("--variant", action="append", default=[], help="beta,radius_cells of a soft_argmax row")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="config override of every row (YAML value), e.g. hpf.ot_iterations=1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench/results/transfer.csv")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    base = load_config(args.config)
+    base = validate_config(apply_sets(load_config(args.config), args.set), source=args.config)
     base["evaluation"]["split"] = args.split
     folds = [f"fold{i}" for i in range(base["dataset"]["split"]["folds"])]
     store = FeatureStore(Path(base["results_dir"]) / "features" / feature_key(base)
@@ -82,7 +100,7 @@ def main() -> None:
     targets = [("cell", {"target": "cell"})] + [
         (f"soft_argmax b{b} r{r}", {"target": "soft_argmax", "beta": float(b), "radius_cells": int(r)})
         for b, r in (v.split(",") for v in (args.variant or ["10,2"]))]
-    rows = []
+    rows, per_class = [], []
     for m in args.methods:
         cell_ms = None
         for name, transfer in targets:
@@ -96,8 +114,30 @@ def main() -> None:
             rows.append(Row(m, name, args.split, " / ".join(f"{p[0][0.1]:.1f}" for p in per_fold), n,
                             round(pooled[0.05], 1), round(pooled[0.1], 1), round(ms, 1), round(ms / cell_ms, 2)))
             print(markdown_table([rows[-1]], COLUMNS).splitlines()[-1], flush=True)
+            per_class.append(class_row(m, name, [r for p in per_fold for r in p[3]]))
     print("\n" + markdown_table(rows, COLUMNS))
+    print("\nPCK@0.1 per class (pairs of all folds)\n" + markdown_table(per_class, list(per_class[0])))
     save_rows(Path(args.out), rows)
+    out = Path(args.out)
+    save_dicts(out.with_name(out.stem + "_per_class.csv"), per_class)
+
+
+def class_row(method: str, target: str, pair_rows: list[dict], alpha: float = 0.1) -> dict:
+    """Mean PCK@``alpha`` per category and over all pairs, one row."""
+    rows = [r for r in pair_rows if r["alpha"] == alpha]
+    cats = sorted({r["category"] for r in rows})
+    out = {"method": method, "target": target}
+    out.update({c: round(float(np.mean([r["pck"] for r in rows if r["category"] == c])), 1) for c in cats})
+    out["all"] = round(float(np.mean([r["pck"] for r in rows])), 1)
+    return out
+
+
+def save_dicts(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 if __name__ == "__main__":

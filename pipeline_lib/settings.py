@@ -112,6 +112,9 @@ class HPFSection:
     kernel_size: int = schema_default("hpf", "kernel_size")
     exponent: float = schema_default("hpf", "exponent")
     transfer_radius_px: float | None = schema_default("hpf", "transfer_radius_px")
+    ot_epsilon: float = schema_default("hpf", "ot_epsilon")
+    ot_iterations: int = schema_default("hpf", "ot_iterations")
+    ot_exponent: float = schema_default("hpf", "ot_exponent")
 
 
 @dataclass(frozen=True)

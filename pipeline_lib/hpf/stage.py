@@ -4,6 +4,8 @@ Methods (all on the same cached features):
 - ``hpf``: RHM on the searched hyperpixel layers (the paper's method);
 - ``hpf_nn``: plain NN on the same hyperpixels (ablation: what RHM adds);
 - ``hpf_single``: RHM on the best single layer of the search's first step (ablation: what the set adds);
+- ``hpf_ot``: optimal transport with RHM's Hough prior on the searched layers (SCOT, Liu et al. 2020);
+- ``hpf_ot_only``: the transport plan alone (ablation: what the Hough prior adds to it);
 - ``nn_best_layer``: the NN baseline on its best single layer on the validation pairs;
 - ``gaur_hpf`` (registry: runs as ``hpf``): ``hpf`` on the features of the Siamese-trained encoder (the full chain).
 """
@@ -32,13 +34,15 @@ from .search import run_search, search_space, single_layer_nn_scores
 
 log = logging.getLogger(__name__)
 # The variants this stage predicts: which layers of the search record, matched by RHM or plain NN.
-VARIANTS = {"hpf": ("best_layers", "rhm"), "hpf_nn": ("best_layers", "nn"), "hpf_single": ("best_single_rhm", "rhm")}
+VARIANTS = {"hpf": ("best_layers", "rhm"), "hpf_nn": ("best_layers", "nn"), "hpf_single": ("best_single_rhm", "rhm"),
+            "hpf_ot": ("best_layers", "ot_rhm"), "hpf_ot_only": ("best_layers", "ot")}
 NN_BEST_LAYER = "nn_best_layer"
 
 
 def match_params(hc: HPFSection) -> MatchParams:
     """The RHM and transfer settings of an ``hpf`` section."""
-    return MatchParams(hc.n_bins_per_side, hc.kernel_size, hc.exponent, hc.transfer_radius_px)
+    return MatchParams(hc.n_bins_per_side, hc.kernel_size, hc.exponent, hc.transfer_radius_px, hc.ot_epsilon,
+                       hc.ot_iterations, hc.ot_exponent)
 
 
 def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Path, out_csv: str | Path,

@@ -32,6 +32,7 @@ __all__ = [
     "assign",
     "build_hough_space",
     "hough_kernel",
+    "hough_regularize",
     "hough_votes",
     "nn_match",
     "offset_bin_ids",
@@ -257,7 +258,12 @@ def rhm_scores(
     Returns:
         ``(N, M)`` or ``(B, N, M)`` regularized confidences (not normalised); ``(…, R, M)`` with ``rows``.
     """
-    sim = appearance_similarity(src_feats, trg_feats, exponent=exponent)
+    return hough_regularize(appearance_similarity(src_feats, trg_feats, exponent=exponent), space, rows=rows)
+
+
+def hough_regularize(sim: Tensor, space: HoughSpace, *, rows: Tensor | None = None) -> Tensor:
+    """Any appearance confidence of every match times the smoothed Hough vote of its offset bin (Min et al.
+    Eq. 3; SCOT uses it on its transport plan): ``(…, N, M) -> (…, N, M)``, or ``(…, R, M)`` with ``rows``."""
     votes = hough_votes(sim, space).flatten(-2)  # (…, n_bins)
     bins = space.bin_ids if rows is None else space.bin_ids[rows]
     if rows is not None:

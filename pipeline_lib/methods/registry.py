@@ -73,6 +73,11 @@ METHODS: tuple[Method, ...] = (
            "pipeline_lib.hpf.stage:predictor", reads=("hpf", "transfer")),
     Method("hpf_single", "predict_hpf", (FEATURES, SEARCH), "RHM on the best single layer of the search",
            "pipeline_lib.hpf.stage:predictor", reads=("hpf", "transfer")),
+    Method("hpf_ot", "predict_hpf", (FEATURES, SEARCH),
+           "optimal transport with RHM's Hough prior on the same hyperpixels (SCOT, Liu et al. 2020)",
+           "pipeline_lib.hpf.stage:predictor", reads=("hpf", "transfer")),
+    Method("hpf_ot_only", "predict_hpf", (FEATURES, SEARCH), "optimal transport alone on the same hyperpixels "
+           "(what the Hough prior adds to it)", "pipeline_lib.hpf.stage:predictor", reads=("hpf", "transfer")),
     Method("siamese", "predict_siamese", (PSEUDO_FLOW, TRAINED),
            "Siamese flow network trained on pseudo ground truth (Gaur & Manjunath 2017)",
            predict="pipeline_lib.siamese.stage:predict", match="pipeline_lib.siamese.stage:match_predictor",

@@ -85,5 +85,5 @@ def test_every_method_resolves_to_its_stage_function():
 
 def test_artifacts_the_registry_names_decide_the_targets_and_the_feature_stage():
     assert PSEUDO_GT_METHODS == {"siamese", "gaur_hpf"}  # both need the manifold's pseudo flow
-    assert predicted_by("predict_hpf") == ("nn_best_layer", "hpf", "hpf_nn", "hpf_single")
+    assert predicted_by("predict_hpf") == ("nn_best_layer", "hpf", "hpf_nn", "hpf_single", "hpf_ot", "hpf_ot_only")
     assert method("gaur_hpf").variant == "hpf" and method("hpf_nn").variant == "hpf_nn"
