@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from typing import Callable
 
@@ -64,9 +65,9 @@ def split_dataset(index: DatasetIndex, split_mode: str = "all_test", train_fract
         index.pairs = assign_category_fold_split(index.pairs, fold, category_folds(index.categories(), folds, seed),
                                                  val_fraction, seed)
     elif split_mode == "image_disjoint":
-        n = len(index.pairs)
+        before = Counter(p.category for p in index.pairs)
         index.pairs = assign_image_disjoint_split(index.pairs, index.images, train_fraction, val_fraction, seed)
-        index.n_split_dropped = n - len(index.pairs)
+        index.split_dropped = dict(sorted((before - Counter(p.category for p in index.pairs)).items()))
     elif split_mode == "all_test":
         index.pairs = [replace(p, split="test") for p in index.pairs]
     # "given": keep the layout's own split (demo, PF-PASCAL, SPair-71k).

@@ -102,11 +102,16 @@ class DatasetIndex:
     images: dict[str, ImageRecord]
     pairs: list[Pair]
     skipped: list[SkippedPair] = field(default_factory=list)
-    n_split_dropped: int = 0  # image_disjoint: valid pairs whose two images fell into different splits
+    # image_disjoint: per category, the valid pairs whose two images fell into different splits
+    split_dropped: dict[str, int] = field(default_factory=dict)
     flow_store: Path | None = None
 
     def categories(self) -> list[str]:
         return sorted({r.category for r in self.images.values()})
+
+    @property
+    def n_split_dropped(self) -> int:
+        return sum(self.split_dropped.values())
 
 
 def read_mat(path: Path) -> dict:

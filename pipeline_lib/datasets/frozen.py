@@ -46,7 +46,7 @@ def freeze(index: DatasetIndex) -> dict[str, Any]:
                    "src_kps": _array(p.src_kps), "trg_kps": _array(p.trg_kps), "valid": _array(p.valid),
                    "src_box": _array(p.src_box), "trg_box": _array(p.trg_box)} for p in index.pairs],
         "skipped": [list(s) for s in index.skipped],
-        "n_split_dropped": index.n_split_dropped,
+        "split_dropped": dict(index.split_dropped),
         "flow_store": _path(index.flow_store),
     }
 
@@ -65,7 +65,7 @@ def thaw(record: Mapping[str, Any], source: str = "frozen index") -> DatasetInde
                   trg_box=_unarray(p["trg_box"])) for p in record["pairs"]]
     return DatasetIndex(name=record["name"], kind=record["kind"], images=images, pairs=pairs,
                         skipped=[SkippedPair(*s) for s in record["skipped"]],
-                        n_split_dropped=int(record["n_split_dropped"]),
+                        split_dropped={c: int(n) for c, n in record["split_dropped"].items()},
                         flow_store=None if record["flow_store"] is None else Path(record["flow_store"]))
 
 

@@ -45,6 +45,7 @@ def index_dataset(cfg: Mapping, pairs_csv: str | Path, meta_json: str | Path, fi
     counts = {s: sum(1 for p in index.pairs if p.split == s) for s in ("train", "val", "test")}
     write_meta(meta_json, cfg, n_images=len(index.images), n_pairs=len(index.pairs), split_counts=counts,
                categories=index.categories(), n_split_dropped=index.n_split_dropped,
+               split_dropped=index.split_dropped,
                skipped=[{"pair": s.where, "category": s.category, "reason": s.reason} for s in index.skipped])
     log.info("dataset %s: %d images, %d pairs %s, %d skipped", index.name, len(index.images), len(index.pairs),
              counts, len(index.skipped))

@@ -63,7 +63,8 @@ def evaluate(cfg: Mapping, methods: Sequence[str], backbone: str, predictions: S
         summary = summarise(rows, row_facts(cfg, index, ev, backbone, meta.get("ms_per_pair", float("nan")),
                                             protocol(cfg)))
         # a fold's own table leaves vanished categories to the pooled one (they may be another fold's)
-        summary = account_skipped(summary, index.skipped, add_vanished=Settings(cfg).dataset.split.fold is None)
+        summary = account_skipped(summary, index.skipped, add_vanished=Settings(cfg).dataset.split.fold is None,
+                                  split_dropped=index.split_dropped)
         write_csv(per_pair_csv, rows, PER_PAIR_COLUMNS)
         write_csv(summary_csv, summary, SUMMARY_COLUMNS)
         out += summary

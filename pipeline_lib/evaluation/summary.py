@@ -23,7 +23,7 @@ PER_PAIR_COLUMNS = ("method", "pair_id", "category", "split", "src", "trg", "alp
                     "threshold_px", "n_keypoints", "n_correct", "pck")
 SUMMARY_COLUMNS = ("method", "category", "alpha", "threshold", "pck_per_pair", "pck_per_keypoint", "n_pairs",
                    "n_keypoints", "dataset", "backbone", "direction", "split", "longer_side", "n_skipped",
-                   "ms_per_pair", "protocol")
+                   "ms_per_pair", "protocol", "n_split_dropped")
 
 
 def evaluate_predictions(method: str, pairs: Sequence[Pair], images: Mapping[str, ImageRecord],
@@ -62,18 +62,24 @@ def summarise(per_pair: Iterable[Mapping], extra: Mapping | None = None) -> list
 
 
 def account_skipped(summary: Sequence[Mapping], skipped: Sequence[SkippedPair],
-                    add_vanished: bool = True) -> list[dict]:
+                    add_vanished: bool = True, split_dropped: Mapping[str, int] | None = None) -> list[dict]:
     """Summary rows with each row's ``n_skipped``: the skipped pairs of its category (``all``: every skipped
-    pair). ``add_vanished``: a category none of whose pairs survived (every one skipped) gets rows of its own
-    (``n_pairs`` 0, PCK NaN) beside each method's ``all`` rows instead of vanishing from the table."""
+    pair), and ``n_split_dropped``: its valid pairs the image-disjoint split left out (``split_dropped``, per
+    category). ``add_vanished``: a category none of whose pairs survived (every one skipped) gets rows of its
+    own (``n_pairs`` 0, PCK NaN) beside each method's ``all`` rows instead of vanishing from the table."""
     per_category = Counter(s.category for s in skipped)
-    out = [{**r, "n_skipped": len(skipped) if r["category"] == "all" else per_category.get(r["category"], 0)}
-           for r in summary]
+    dropped = dict(split_dropped or {})
+
+    def counts(category: str) -> dict:
+        if category == "all":
+            return {"n_skipped": len(skipped), "n_split_dropped": sum(dropped.values())}
+        return {"n_skipped": per_category.get(category, 0), "n_split_dropped": dropped.get(category, 0)}
+
+    out = [{**r, **counts(r["category"])} for r in summary]
     present = {r["category"] for r in summary}
     vanished = sorted(c for c in per_category if c and c not in present) if add_vanished else []
     empty = {"pck_per_pair": float("nan"), "pck_per_keypoint": float("nan"), "n_pairs": 0, "n_keypoints": 0}
-    added = [{**r, **empty, "category": c, "n_skipped": per_category[c]}
-             for c in vanished for r in out if r["category"] == "all"]
+    added = [{**r, **empty, "category": c, **counts(c)} for c in vanished for r in out if r["category"] == "all"]
     order = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in out))}
     return sorted(out + added, key=lambda r: (order[r["method"]], r["category"] == "all", r["category"],
                                               float(r["alpha"])))
@@ -141,8 +147,16 @@ def markdown_table(summary: Sequence[Mapping]) -> str:
              f"{'object box' if first.get('threshold') == 'bbox' else 'image'}; direction: "
              f"{first.get('direction', '?')}; protocol: {first.get('protocol') or '?'}, split: "
              f"{first.get('split', '?')}; images resized to longer side "
-             f"{first.get('longer_side', '?')} px; pairs: {first.get('n_pairs', '?')} (skipped: {first.get('n_skipped', 0)}).")
+             f"{first.get('longer_side', '?')} px; pairs: {first.get('n_pairs', '?')} (skipped: {first.get('n_skipped', 0)}"
+             f"{dropped_note(first)}).")
     return "\n".join(lines) + "\n\n" + proto + "\n"
+
+
+def dropped_note(row: Mapping) -> str:
+    """``; N left out by the image-disjoint split`` where a summary row says so, else ``""`` (older tables
+    lack the column)."""
+    n = int(float(row.get("n_split_dropped") or 0))
+    return f"; {n} left out by the image-disjoint split" if n else ""
 
 
 def write_summary_tables(summary: Sequence[Mapping], csv_path: str | Path, md_path: str | Path,

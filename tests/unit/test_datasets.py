@@ -154,6 +154,8 @@ def test_pairs_dropped_by_the_image_disjoint_split_are_counted(tmp_path):
     root = make_willow(tmp_path, n=5)
     ds = open_dataset("pf-willow", root, split_mode="image_disjoint", train_fraction=0.4, val_fraction=0.2)
     assert ds.n_split_dropped > 0 and len(ds.pairs) + ds.n_split_dropped == 2 * 5 * 4
+    for c in ("car(G)", "duck(S)"):  # counted per category: each category's kept and dropped pairs make its 20
+        assert sum(p.category == c for p in ds.pairs) + ds.split_dropped.get(c, 0) == 5 * 4
     assert open_dataset("pf-willow", root).n_split_dropped == 0
 
 

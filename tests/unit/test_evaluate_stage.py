@@ -83,6 +83,9 @@ def test_skipped_pairs_are_counted_per_category_and_a_fully_skipped_category_kee
     assert by_cat["all"]["n_pairs"] == 3 and by_cat["all"]["pck_per_pair"] == 50.0  # the overall row is unchanged
     assert "| nn | 50.0 | 50.0 | - |" in markdown_table(rows)
     assert [r["category"] for r in account_skipped(summarise(per_pair), skipped, add_vanished=False)] == ["cat", "all"]
+    dropped = account_skipped(summarise(per_pair), skipped, split_dropped={"cat": 5, "dog": 1})
+    assert [(r["category"], r["n_split_dropped"]) for r in dropped] == [("cat", 5), ("dog", 1), ("all", 6)]
+    assert "(skipped: 4; 6 left out by the image-disjoint split)" in markdown_table(dropped)
 
 
 def test_pictures_show_each_categorys_first_pairs_and_are_reproducible(demo_cfg, tmp_path):

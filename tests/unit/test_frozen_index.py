@@ -15,7 +15,7 @@ from tests.unit.test_datasets import damage_pixels, make_willow
 
 
 def assert_same_index(a: DatasetIndex, b: DatasetIndex):
-    assert (a.name, a.kind, a.n_split_dropped, a.flow_store) == (b.name, b.kind, b.n_split_dropped, b.flow_store)
+    assert (a.name, a.kind, a.split_dropped, a.flow_store) == (b.name, b.kind, b.split_dropped, b.flow_store)
     assert a.images == b.images and list(a.images) == list(b.images)
     assert a.skipped == b.skipped
     assert len(a.pairs) == len(b.pairs)
@@ -38,8 +38,8 @@ def test_freeze_and_thaw_round_trip_exactly(tmp_path):
     pairs = [Pair("a-b", "c", "a", "b", kps, kps[::-1].copy(), np.array([1, 1, 1, 0, 1], bool), split="train",
                   src_box=np.array([0.5, 1.0, 30.25, 20.0]), trg_box=None),
              Pair("b-a", "c", "b", "a", kps.astype(np.float32), kps.astype(np.float32), np.ones(5, bool))]
-    index = DatasetIndex("d", "pf-willow", images, pairs, [SkippedPair("x.csv row 3", "NaN keypoint", "c")], 2,
-                         tmp_path / "flow.zarr")
+    index = DatasetIndex("d", "pf-willow", images, pairs, [SkippedPair("x.csv row 3", "NaN keypoint", "c")],
+                         {"c": 2}, tmp_path / "flow.zarr")
     back = thaw(json.loads(json.dumps(freeze(index))))
     assert_same_index(index, back)
 
