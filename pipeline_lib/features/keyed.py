@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..backbones import checkpoint_key
-from .store import FeatureStore
+from .store import FeatureStore, FeatureStores, open_stores
 
 
 class StaleFeaturesError(ValueError):
@@ -39,10 +39,10 @@ def open_encoder_store(features: str | Path, checkpoint: str | Path) -> FeatureS
     return store
 
 
-def open_features(features: str | Path, checkpoint: str | Path | None = None) -> tuple[FeatureStore, dict]:
-    """A feature store and the facts to record with what is made from it; with ``checkpoint`` the store
-    must have been extracted from it (else StaleFeaturesError)."""
+def open_features(features, checkpoint: str | Path | None = None) -> tuple[FeatureStore | FeatureStores, dict]:
+    """A feature store (or several read as one: :func:`open_stores`) and the facts to record with what is made
+    from it; with ``checkpoint`` the store must have been extracted from it (else StaleFeaturesError)."""
     if checkpoint is None:
-        return FeatureStore(features), {}
+        return open_stores(features), {}
     store = open_encoder_store(features, checkpoint)
     return store, {"checkpoint": str(checkpoint), "checkpoint_sha256": store_key(store)}

@@ -22,18 +22,21 @@ log = logging.getLogger(__name__)
 def _extract(cfg: Mapping, backbone: Backbone, out_path: str | Path, extra_attrs: Mapping | None = None,
              index: DatasetIndex | None = None) -> None:
     s = Settings(cfg)
-    extract_features(index if index is not None else load_images(cfg), backbone, out_path, s.image.longer_side, s.features.batch_size,
+    extract_features(index if index is not None else load_images(cfg), backbone, out_path, s.image.longer_side,
+                     s.features.batch_size,
                      resolve_device(s.device), s.features.dtype,
                      provenance=json.loads(json.dumps(provenance(cfg, seed=None), default=str)),
                      extra_attrs=extra_attrs)
 
 
 @reads("image", "features", "weights", "dataset")
-def extract(cfg: Mapping, backbone_name: str, out_path: str | Path, index: DatasetIndex | None = None) -> None:
+def extract(cfg: Mapping, backbone_name: str, out_path: str | Path, index: DatasetIndex | None = None,
+            section: str = "dataset") -> None:
     """Every image's features from the named backbone (its weights file from ``weights`` where it needs one), of
-    the configured dataset or of the images of ``index`` (``match``: two images of the user's)."""
+    the dataset of config ``section`` (``dataset``, or ``train_dataset``: each dataset has its own cache) or of
+    the images of ``index`` (``match``: two images of the user's)."""
     _extract(cfg, build_backbone(backbone_name, weights_path=Settings(cfg).weights.get(backbone_name)), out_path,
-             index=index)
+             index=index if index is not None else load_images(cfg, section))
 
 
 @reads("image", "features", "dataset")

@@ -132,3 +132,57 @@ class FeatureStore:
 
     def resolve_layer(self, name: str) -> str:
         return self.attrs["default_layer"] if name == "auto" else name
+
+
+class FeatureStores:
+    """Several stores of one backbone read as one (the cross-dataset protocol: the evaluation dataset's and the
+    training dataset's own caches, each shared with the single-dataset configs over the same images). Same
+    read interface as :class:`FeatureStore`; each image is read from the store that holds it."""
+
+    def __init__(self, stores: Sequence[FeatureStore]):
+        if not stores:
+            raise ValueError("FeatureStores needs at least one store")
+        first = stores[0]
+        for s in stores[1:]:
+            for key in ("backbone", "layers", "longer_side", "dtype"):
+                if s.attrs.get(key) != first.attrs.get(key):
+                    raise ValueError(f"feature stores {first.path} and {s.path} differ in '{key}' "
+                                     f"({first.attrs.get(key)!r} vs {s.attrs.get(key)!r}); re-extract one of them.")
+        self.stores = list(stores)
+        self.path = first.path  # named in messages; every store's path is in self.stores
+        self.image_ids = [i for s in self.stores for i in s.image_ids]
+        self._by_id: dict[str, FeatureStore] = {}
+        for s in self.stores:
+            for i in s.image_ids:
+                if i in self._by_id:
+                    raise ValueError(f"image '{i}' is in two feature stores, {self._by_id[i].path} and {s.path}; "
+                                     f"an image may belong to one dataset only.")
+                self._by_id[i] = s
+        self.attrs = {**first.attrs, "image_ids": self.image_ids}
+        self.layers, self.layer_names = first.layers, first.layer_names
+
+    def _store(self, image_id: str) -> FeatureStore:
+        if image_id not in self._by_id:
+            raise KeyError(f"image '{image_id}' is in none of {[str(s.path) for s in self.stores]}; re-extract "
+                           f"features for this dataset.")
+        return self._by_id[image_id]
+
+    def resized_hw(self, image_id: str) -> tuple[int, int]:
+        return self._store(image_id).resized_hw(image_id)
+
+    def original_hw(self, image_id: str) -> tuple[int, int]:
+        return self._store(image_id).original_hw(image_id)
+
+    def get(self, image_id: str, layers: Iterable[str]) -> dict[str, np.ndarray]:
+        return self._store(image_id).get(image_id, layers)
+
+    def resolve_layer(self, name: str) -> str:
+        return self.stores[0].resolve_layer(name)
+
+
+def open_stores(paths: str | Path | Sequence[str | Path]) -> FeatureStore | FeatureStores:
+    """The feature store at ``paths``, or (several paths: one per dataset) the stores read as one."""
+    if isinstance(paths, (str, Path)):
+        return FeatureStore(paths)
+    stores = [FeatureStore(p) for p in paths]
+    return stores[0] if len(stores) == 1 else FeatureStores(stores)

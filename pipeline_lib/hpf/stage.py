@@ -22,7 +22,7 @@ from ..atomic import atomic_path, write_text
 from ..backbones import resolve_device
 from ..evaluation import oriented
 from ..evaluation.summary import write_csv
-from ..features import FeatureStore, open_features
+from ..features import FeatureStore, FeatureStores, open_features, open_stores
 from ..methods import Predictor, nn_predictor
 from ..provenance import provenance
 from ..protocols import learned_from
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 VARIANTS = {"hpf": ("best_layers", "rhm"), "hpf_nn": ("best_layers", "nn"), "hpf_single": ("best_single_rhm", "rhm"),
             "hpf_ot": ("best_layers", "ot_rhm"), "hpf_ot_only": ("best_layers", "ot")}
 NN_BEST_LAYER = "nn_best_layer"
+# keys of the hpf section only the optimal-transport variants read (the layer search scores with RHM)
+OT_KEYS = ("ot_epsilon", "ot_iterations", "ot_exponent")
 
 
 def match_params(hc: HPFSection) -> MatchParams:
@@ -68,7 +70,7 @@ def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Pa
     if hc.max_search_pairs:
         pairs = pairs[:hc.max_search_pairs]
     pairs = oriented(pairs, ev.direction)
-    store = features if isinstance(features, FeatureStore) else FeatureStore(features)
+    store = features if isinstance(features, (FeatureStore, FeatureStores)) else open_stores(features)
     matcher = HyperpixelMatcher(store, device, match_params(hc))
     record: dict = {"search_split": hc.search_split, "n_pairs": len(pairs), "alpha": hc.search_alpha,
                     "threshold": ev.threshold, "layer_names": store.layer_names,

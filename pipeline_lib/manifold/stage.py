@@ -27,7 +27,7 @@ from ..atomic import atomic_path, write_bytes
 from ..config import plain
 from ..datasets import DatasetIndex, load_rgb
 from ..evaluation.summary import write_csv
-from ..features import FeatureStore
+from ..features import FeatureStore, open_stores
 from ..kernels.hyperpixels import build_hyperpixels
 from ..provenance import provenance
 from ..settings import Settings, reads
@@ -97,7 +97,7 @@ def keypoint_cells(kps: np.ndarray, valid: np.ndarray, sizes, grid: int) -> np.n
 def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Path, out_kfd: str | Path,
           out_labels_png: str | Path, out_convergence_png: str | Path) -> None:
     index = load_dataset(cfg)
-    store = FeatureStore(features)
+    store = open_stores(features)
     stage = Settings(cfg).manifold
     layers = [store.resolve_layer(n) for n in stage.layers]
     ids = category_images(index, category, stage.images)

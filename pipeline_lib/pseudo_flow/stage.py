@@ -32,7 +32,7 @@ from ..datasets import demo as demo_data
 from ..datasets.base import DatasetIndex, Pair
 from ..evaluation import pck_threshold
 from ..evaluation.summary import read_csv, write_csv
-from ..features import FeatureStore
+from ..features import open_stores
 from ..manifold.stage import grid_features
 from ..provenance import provenance
 from ..settings import Settings, reads
@@ -74,7 +74,7 @@ def category_inputs(cfg: Mapping, category: str, manifold_store: str | Path, fea
     if not pairs:
         raise ValueError(f"category {category}: no '{pc.split}' pairs among the manifold's images; check "
                          f"dataset.split and manifold.images.")
-    raw = grid_features(FeatureStore(features), ids, list(man.attrs["layers"]), int(man.attrs["grid_size"]))
+    raw = grid_features(open_stores(features), ids, list(man.attrs["layers"]), int(man.attrs["grid_size"]))
     return CategoryInputs(index, pairs, pos, man["embedding"][:], raw, man["label_maps"][-1],
                           int(man.attrs["grid_size"]))
 

@@ -182,7 +182,8 @@ def test_cross_dataset_index_joins_train_pairs_and_refuses_shared_images(tmp_pat
                       ("wine(M)", "val")}
     assert sum(p.split == "val" for p in index.pairs) == 2 * 3  # round(0.25 x 12) per training class
     assert categories(cfg()) == ["duck(S)", "wine(M)"]  # the manifold learns where training happens
-    assert feature_key(cfg()) != feature_key(validate_config({"dataset": {"name": "x", "kind": "pf-willow",
+    # the evaluation dataset's feature cache is the one a single-dataset config over it uses
+    assert feature_key(cfg()) == feature_key(validate_config({"dataset": {"name": "x", "kind": "pf-willow",
                                                                           "root": str(evaluated)}}))
     # The same class folder in both roots: refused by name.
     make_willow(train, classes=("car(G)",), with_csv=False)

@@ -110,3 +110,48 @@ def test_killed_extraction_leaves_no_store(tiny, lite0, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         extract_features(tiny, lite0, out, 64, 1, torch.device("cpu"))
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_stores_of_two_datasets_read_as_one(tiny, lite0, tmp_path):
+    """Cross-dataset: each dataset keeps its own store; the stages read them as one, each image from its own."""
+    from pipeline_lib.features import FeatureStores, open_stores
+
+    ids = sorted(tiny.images)
+    a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    extract_features(tiny, lite0, a, 64, 2, torch.device("cpu"), image_ids=ids[:1])
+    extract_features(tiny, lite0, b, 64, 2, torch.device("cpu"), image_ids=ids[1:])
+    both = open_stores([a, b])
+    assert isinstance(both, FeatureStores) and both.image_ids == ids
+    assert isinstance(open_stores([a]), FeatureStore) and isinstance(open_stores(str(a)), FeatureStore)
+    for i, store in ((ids[0], FeatureStore(a)), (ids[2], FeatureStore(b))):
+        np.testing.assert_array_equal(both.get(i, ["block10"])["block10"], store.get(i, ["block10"])["block10"])
+        assert both.resized_hw(i) == store.resized_hw(i) and both.original_hw(i) == store.original_hw(i)
+    with pytest.raises(KeyError, match="in none of"):
+        both.get("nope", ["block10"])
+    with pytest.raises(ValueError, match="in two feature stores"):
+        open_stores([a, a])
+    other = tmp_path / "c.zarr"
+    extract_features(tiny, lite0, other, 48, 2, torch.device("cpu"), image_ids=ids[1:])
+    with pytest.raises(ValueError, match="differ in 'longer_side'"):
+        open_stores([a, other])
+
+
+def test_a_cross_dataset_run_shares_each_datasets_feature_cache(tmp_path):
+    """The evaluation dataset's store and the training dataset's are the stores a single-dataset config over
+    either of them uses (same key), and each reruns on its own images only."""
+    from pipeline_lib.config import validate_config
+    from pipeline_lib.stage_io import dataset_fingerprints, feature_key, feature_sources
+    from tests.unit.test_datasets import make_willow
+
+    ev, tr = make_willow(tmp_path / "eval", classes=("car(G)",)), make_willow(tmp_path / "train", classes=("duck(S)",))
+    single = lambda root: validate_config({"dataset": {"name": "x", "kind": "pf-willow", "root": str(root)}})  # noqa: E731
+    cross = validate_config({"dataset": {"name": "x", "kind": "pf-willow", "root": str(ev)},
+                             "train_dataset": {"root": str(tr)}})
+    assert feature_sources(cross) == {feature_key(single(ev)): "dataset", feature_key(single(tr)): "train_dataset"}
+    subset = validate_config({**cross, "train_dataset": {**cross["train_dataset"], "categories": ["duck(S)"]}})
+    assert feature_key(subset, "train_dataset") != feature_key(single(tr))  # a class subset is another image set
+    before = dataset_fingerprints(cross)
+    (tr / "duck(S)" / "img0.png").write_bytes((ev / "car(G)" / "img1.png").read_bytes())
+    after = dataset_fingerprints(cross)
+    assert after["images"]["dataset"] == before["images"]["dataset"]  # the evaluation store does not rerun
+    assert after["images"]["train_dataset"] != before["images"]["train_dataset"] and after["data"] != before["data"]

@@ -91,3 +91,16 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="ot_rhm"):
         match_transfer(torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(1, 2), (16, 16), (16, 16), (2, 2), (2, 2),
                        HoughCache(MatchParams(), torch.device("cpu")), 4.0, "sinkhorn")
+
+
+def test_the_in_place_path_gives_the_same_plan_and_gradients_still_flow():
+    g = torch.Generator().manual_seed(6)
+    src, trg = torch.randn(9, 5, generator=g), torch.randn(7, 5, generator=g)
+    cost = torch.rand(9, 7, generator=g)
+    torch.testing.assert_close(sinkhorn(cost.clone(), overwrite=True), sinkhorn(cost))
+    src.requires_grad_(True)
+    sim = transport_similarity(src, trg)
+    sim.sum().backward()
+    assert src.grad is not None and torch.isfinite(src.grad).all()
+    with torch.no_grad():
+        torch.testing.assert_close(transport_similarity(src, trg), sim.detach())

@@ -70,7 +70,7 @@ def test_each_rules_params_are_the_sections_its_stage_declares():
     from pipeline_lib.settings import reads_of
 
     for name, block in rule_blocks().items():
-        m = re.search(r'cfg=cfg_params\(\s*\*reads_of\("([\w.]+):(\w+)"\)', block)
+        m = re.search(r'cfg=(?:lambda w: )?cfg_params\(\s*\*reads_of\("([\w.]+):(\w+)"\)', block)
         assert m, f"rule {name}: its params are not derived from its stage's @reads"
         module, function = m.groups()
         assert reads_of(f"{module}:{function}"), name

@@ -52,3 +52,20 @@ def test_search_and_training_read_only_the_training_dataset(cross_run):
     evaluated = {i for r in csv.DictReader((base / "methods" / "hpf" / "pck_per_pair.csv").open())
                  for i in (r["src"], r["trg"])}
     assert {i.split("/")[0] for i in evaluated} == set(EVAL_CLASSES)
+
+
+@pytest.mark.slow
+def test_each_dataset_keeps_its_own_feature_cache_which_single_dataset_runs_reuse(cross_run, repo):
+    """The cross-dataset run extracted one store per dataset; a single-dataset config over the evaluation root
+    (another dataset name, same images and resolution) finds its features already there and extracts nothing."""
+    from .test_workflow import snakemake
+
+    stores = sorted(p.relative_to(cross_run / "results" / "features").parts[0]
+                    for p in (cross_run / "results" / "features").glob("*/*/efficientnet_lite0.zarr"))
+    assert len(stores) == 2
+    cfg = config(cross_run / "willow2", None, None)
+    cfg = {**cfg, "dataset": {**cfg["dataset"], "name": "willow_alone"}, "methods": ["nn"]}
+    del cfg["train_dataset"]
+    r = snakemake(repo, cross_run, "-n", config=cfg)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "rule extract_features:" not in r.stdout + r.stderr and "rule predict_nn:" in r.stdout + r.stderr

@@ -18,7 +18,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # layer search -> gaur_hpf, evaluated next to nn, hpf and the Siamese network's own flow.
 TINY = {"dataset": {"name": "tiny", "kind": "demo", "split": {"mode": "given"}},
         "demo": {"photos": ["chelsea", "coffee"], "images_per_category": 3, "image_size": 64},
-        "image": {"longer_side": 64}, "device": "cpu", "methods": ["nn", "hpf", "siamese", "gaur_hpf"],
+        "image": {"longer_side": 64}, "device": "cpu", "methods": ["nn", "hpf", "hpf_ot", "siamese", "gaur_hpf"],
         "hpf": {"max_layers": 2, "beam_width": 2},
         "manifold": {"grid_size": 8, "max_iter": 2, "n_clusters": 4},
         "siamese": {"input_size": 64, "epochs": 1, "batch_size": 2, "max_train_pairs": 2}}

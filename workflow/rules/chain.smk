@@ -39,7 +39,7 @@ rule search_gaur_layers:
             labels={"dataset": D, "backbone": "{backbone}"},
         ),
     params:
-        cfg=cfg_params(*reads_of("pipeline_lib.hpf.stage:search_layers"), drop=TABLE_ALPHAS),
+        cfg=cfg_params(*reads_of("pipeline_lib.hpf.stage:search_layers"), drop=SEARCH_ONLY_RHM),
     log:
         f"{LOGS}/search_gaur_layers/{LOGD}/{{backbone}}.log",
     benchmark:

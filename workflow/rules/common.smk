@@ -1,14 +1,16 @@
 # Path builders and target lists; no science here.
 import json
+import re
 import sys
 
 import torch
 
+from pipeline_lib.hpf.stage import OT_KEYS
 from pipeline_lib.methods.registry import (DENSE_FLOW_METHODS, INIT_SUFFIX, PSEUDO_GT_METHODS, evaluated_methods,
                                           method as method_entry, predicted_by, reads_of_rule)
 from pipeline_lib.protocols import fold_names
 from pipeline_lib.settings import reads_of
-from pipeline_lib.stage_io import categories, dataset_fingerprints, feature_key
+from pipeline_lib.stage_io import categories, dataset_fingerprints, feature_sources
 
 R = config["results_dir"]
 D = config["dataset"]["name"]
@@ -27,8 +29,11 @@ BENCH = f"{R}/benchmarks"
 # DATA inside expand(): the fold stays a wildcard
 DATA_WILD = DATA.replace("{fold}", "{{fold}}")
 # Features are cached per image set and resolution, not per config: configs over the same images share them.
-FEAT_ID = f"{feature_key(config)}/{config['image']['longer_side']}px-{config['features']['dtype']}"
-FEAT = f"{R}/features/{FEAT_ID}"
+# One image set per dataset (FEATURE_SOURCES: cache key -> config section), so a cross-dataset run reads the
+# stores of the single-dataset runs over either of its datasets, and they read its.
+FEATURE_SOURCES = feature_sources(config)
+FEAT_RES = f"{config['image']['longer_side']}px-{config['features']['dtype']}"
+FEAT_ROOT = f"{R}/features"
 # GPUs each torch job asks the scheduler for: one whenever the resolved device is CUDA (device: cuda, or
 # auto where Snakemake runs on a machine that sees one; on a cluster whose login node has no GPU, say cuda).
 GPUS = 1 if config["device"] == "cuda" or (config["device"] == "auto" and torch.cuda.is_available()) else 0
@@ -61,16 +66,19 @@ def trained_outputs(method):
                 init_predictions=f"{init}/predictions.csv", init_meta=f"{init}/predict_meta.json")
 
 
-def cfg_params(*keys, dataset_keys=None, drop=None):
+def cfg_params(*keys, dataset_keys=None, drop=None, source=None):
     """The config sections a rule depends on, as one canonical string (a params rerun trigger): ``keys`` are
     what its stage declares it reads (``*reads_of("module:function")``, the stage's ``@reads``).
 
     ``dataset_keys`` narrows the dataset section to the keys that matter to the rule; ``drop`` maps a
-    section to keys the rule does not read (e.g. prediction-only keys of a training rule)."""
+    section to keys the rule does not read (e.g. prediction-only keys of a training rule). ``source``: the
+    rule reads one dataset, the config section named (``dataset`` or ``train_dataset``), recorded as
+    ``dataset`` (a store of that dataset's images gets the same params from a single- or cross-dataset config,
+    so a shared feature cache is never re-extracted for that)."""
     picked = {k: config[k] for k in keys}
     if dataset_keys is not None:
-        picked["dataset"] = {k: config["dataset"][k] for k in dataset_keys}
-    if "dataset" in picked and config["train_dataset"]["root"]:  # cross-dataset: the training dataset is read too
+        picked["dataset"] = {k: config[source or "dataset"][k] for k in dataset_keys}
+    if "dataset" in picked and config["train_dataset"]["root"] and source is None:  # cross-dataset: both are read
         picked["train_dataset"] = config["train_dataset"]
     for section, names in (drop or {}).items():
         picked[section] = {k: v for k, v in picked[section].items() if k not in names}
@@ -81,6 +89,14 @@ def cfg_params(*keys, dataset_keys=None, drop=None):
 # a layer search scores at its own alpha (hpf.search_alpha), so the table's alphas never rerun it.
 SCORING_ONLY = {"evaluation": ("alphas", "threshold")}
 TABLE_ALPHAS = {"evaluation": ("alphas",)}
+# A layer search scores with RHM: the optimal-transport matchers' keys (hpf.ot_*) never rerun it.
+SEARCH_ONLY_RHM = {**TABLE_ALPHAS, "hpf": OT_KEYS}
+
+
+def feature_stores(wildcards):
+    """The backbone's feature store of every dataset the job reads (one; two under the cross-dataset protocol),
+    read as one by the stages (``features.open_stores``)."""
+    return [f"{FEAT_ROOT}/{key}/{FEAT_RES}/{wildcards.backbone}.zarr" for key in FEATURE_SOURCES]
 
 
 def dataset_inputs(wildcards=None):

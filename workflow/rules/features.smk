@@ -2,17 +2,18 @@ rule extract_features:
     input:
         dataset_inputs,
     output:
-        store=directory(f"{FEAT}/{{backbone}}.zarr"),
+        store=directory(f"{FEAT_ROOT}/{{image_set}}/{FEAT_RES}/{{backbone}}.zarr"),
+    wildcard_constraints:
+        image_set="|".join(re.escape(k) for k in FEATURE_SOURCES),
     params:
-        cfg=cfg_params(
-            *reads_of("pipeline_lib.features.stage:extract"),
-            dataset_keys=("kind", "root", "pairs_csv"),
-        ),
-        images=FINGERPRINTS["images"],  # a replaced image re-extracts; an edited pair list does not
+        cfg=lambda w: cfg_params(*reads_of("pipeline_lib.features.stage:extract"),
+                                 dataset_keys=("kind", "root", "pairs_csv"), source=FEATURE_SOURCES[w.image_set]),
+        # a replaced image of this dataset re-extracts its store; an edited pair list does not
+        images=lambda w: FINGERPRINTS["images"][FEATURE_SOURCES[w.image_set]],
     log:
-        f"{LOGS}/extract_features/{FEAT_ID}/{{backbone}}.log",
+        f"{LOGS}/extract_features/{{image_set}}/{FEAT_RES}/{{backbone}}.log",
     benchmark:
-        f"{BENCH}/extract_features/{FEAT_ID}/{{backbone}}.tsv"
+        f"{BENCH}/extract_features/{{image_set}}/{FEAT_RES}/{{backbone}}.tsv"
     threads: HEAVY_THREADS
     resources:
         mem_mb=8000,

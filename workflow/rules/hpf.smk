@@ -1,7 +1,7 @@
 rule search_hyperpixel_layers:
     input:
         pair_inputs,
-        features=rules.extract_features.output.store,
+        features=feature_stores,
     output:
         record=f"{DATA}/{{backbone}}/hpf/search.json",
         trace=f"{DATA}/{{backbone}}/hpf/search_trace.csv",
@@ -12,7 +12,7 @@ rule search_hyperpixel_layers:
             labels={"dataset": D, "backbone": "{backbone}"},
         ),
     params:
-        cfg=cfg_params(*reads_of("pipeline_lib.hpf.stage:search_layers"), drop=TABLE_ALPHAS),
+        cfg=cfg_params(*reads_of("pipeline_lib.hpf.stage:search_layers"), drop=SEARCH_ONLY_RHM),
     log:
         f"{LOGS}/search_hyperpixel_layers/{LOGD}/{{backbone}}.log",
     benchmark:
@@ -28,7 +28,7 @@ rule search_hyperpixel_layers:
 rule predict_hpf:
     input:
         pair_inputs,
-        features=rules.extract_features.output.store,
+        features=feature_stores,
         search=rules.search_hyperpixel_layers.output.record,
     output:
         predictions=f"{DATA}/{{backbone}}/methods/{{method}}/predictions.csv",

@@ -1,7 +1,7 @@
 rule learn_manifold:
     input:
         pair_inputs,
-        features=rules.extract_features.output.store,
+        features=feature_stores,
     output:
         store=directory(f"{BASE}/{{backbone}}/manifold/{{category}}/manifold.zarr"),
         kfd=f"{BASE}/{{backbone}}/manifold/{{category}}/kfd.pkl",

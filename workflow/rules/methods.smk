@@ -1,7 +1,7 @@
 rule predict_nn:
     input:
         pair_inputs,
-        features=rules.extract_features.output.store,
+        features=feature_stores,
     output:
         predictions=f"{DATA}/{{backbone}}/methods/{{method}}/predictions.csv",
         meta=f"{DATA}/{{backbone}}/methods/{{method}}/predict_meta.json",

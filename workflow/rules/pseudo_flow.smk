@@ -4,7 +4,7 @@ rule make_pseudo_flow:
     input:
         pair_inputs,
         manifold=rules.learn_manifold.output.store,
-        features=rules.extract_features.output.store,
+        features=feature_stores,
     output:
         store=directory(f"{BASE}/{{backbone}}/pseudo_flow/{{category}}/pseudo_flow.zarr"),
     params:
@@ -36,7 +36,7 @@ rule score_pseudo_flow:
     input:
         pair_inputs,
         manifold=lambda w: per_category(w.backbone, "manifold/{category}/manifold.zarr"),
-        features=rules.extract_features.output.store,
+        features=feature_stores,
         pseudo_flow=lambda w: per_category(w.backbone, "pseudo_flow/{category}/pseudo_flow.zarr"),
     output:
         quality=expand(f"{BASE}/{{{{backbone}}}}/pseudo_flow/{{category}}/quality.csv", category=categories(config)),
