@@ -112,3 +112,10 @@ def test_a_folds_index_reads_the_frozen_dataset(tmp_path):
     index_dataset(fold, out / "pairs.csv", out / "meta.json")
     assert json.loads((out / "meta.json").read_text())["n_pairs"] == 18
     assert not (out / "dataset.json").exists()
+
+
+def test_a_new_record_layout_reruns_the_index_rule(repo):
+    """The index rule's params carry the record's FORMAT: code that reads a new layout rewrites the frozen index
+    before any stage reads it (instead of every stage stopping on the old one)."""
+    rule = (repo / "workflow" / "rules" / "data.smk").read_text()
+    assert "index_format=FROZEN_FORMAT" in rule.split("rule index_dataset:")[1].split("\nrule ")[0]

@@ -5,6 +5,7 @@ import sys
 
 import torch
 
+from pipeline_lib.datasets.frozen import FORMAT as FROZEN_FORMAT
 from pipeline_lib.hpf.stage import OT_KEYS
 from pipeline_lib.methods.registry import (DENSE_FLOW_METHODS, INIT_SUFFIX, PSEUDO_GT_METHODS, evaluated_methods,
                                           method as method_entry, predicted_by, reads_of_rule)

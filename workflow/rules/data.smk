@@ -27,6 +27,7 @@ rule index_dataset:
         # the content of every file of the dataset: an edited image, annotation or pair list reruns the
         # index and everything after it (a params change); an unchanged copy reruns nothing
         data=FINGERPRINTS["data"],
+        index_format=FROZEN_FORMAT,  # a new layout of index/dataset.json rewrites it
     log:
         f"{LOGS}/index_dataset/{D}.log",
     benchmark:
