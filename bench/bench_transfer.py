@@ -34,7 +34,7 @@ from pipeline_lib.protocols import fold_view
 from pipeline_lib.stage_io import eval_pairs, feature_key, load_dataset
 from _timing import markdown_table, save_rows
 
-BACKBONE = "efficientnet_lite0"
+BACKBONE = "efficientnet_lite0"  # default of --backbone
 
 
 @dataclass
@@ -53,12 +53,13 @@ class Row:
 COLUMNS = [f.name for f in fields(Row)]
 
 
-def score(cfg, method: str, store: FeatureStore, fold: str) -> tuple[dict, int, float, list[dict]]:
+def score(cfg, method: str, store: FeatureStore, fold: str,
+          backbone: str = BACKBONE) -> tuple[dict, int, float, list[dict]]:
     """({alpha: PCK}, pairs, ms per pair, per-pair rows) of ``method`` on one fold's evaluation pairs."""
     cfg = fold_view(cfg, fold)
     index = load_dataset(cfg)
     ev, pairs = eval_pairs(cfg, index)
-    search = Path(cfg["results_dir"]) / cfg["dataset"]["name"] / "folds" / fold / BACKBONE / "hpf" / "search.json"
+    search = Path(cfg["results_dir"]) / cfg["dataset"]["name"] / "folds" / fold / backbone / "hpf" / "search.json"
     fn, _ = predictor_factory(method)(registry_entry(method).variant, cfg, store, search, torch.device("cpu"))
     t0 = time.perf_counter()
     preds, _ = predict_pairs(fn, pairs, frame=store, progress=False)
@@ -88,6 +89,7 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], help="beta,radius_cells of a soft_argmax row")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="config override of every row (YAML value), e.g. hpf.ot_iterations=1")
+    ap.add_argument("--backbone", default=BACKBONE, help="whose features and layer searches (default %(default)s)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench/results/transfer.csv")
     args = ap.parse_args()
@@ -96,7 +98,7 @@ def main() -> None:
     base["evaluation"]["split"] = args.split
     folds = [f"fold{i}" for i in range(base["dataset"]["split"]["folds"])]
     store = FeatureStore(Path(base["results_dir"]) / "features" / feature_key(base)
-                         / f"{base['image']['longer_side']}px-{base['features']['dtype']}" / f"{BACKBONE}.zarr")
+                         / f"{base['image']['longer_side']}px-{base['features']['dtype']}" / f"{args.backbone}.zarr")
     targets = [("cell", {"target": "cell"})] + [
         (f"soft_argmax b{b} r{r}", {"target": "soft_argmax", "beta": float(b), "radius_cells": int(r)})
         for b, r in (v.split(",") for v in (args.variant or ["10,2"]))]
@@ -106,7 +108,7 @@ def main() -> None:
         for name, transfer in targets:
             cfg = copy.deepcopy(base)
             cfg["transfer"] = {**cfg["transfer"], **transfer}
-            per_fold = [score(cfg, m, store, f) for f in folds]
+            per_fold = [score(cfg, m, store, f, args.backbone) for f in folds]
             n = sum(p[1] for p in per_fold)
             pooled = {a: sum(p[0][a] * p[1] for p in per_fold) / n for a in (0.05, 0.1)}
             ms = sum(p[2] * p[1] for p in per_fold) / n
