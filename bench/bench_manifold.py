@@ -14,7 +14,7 @@ layout (nearest-part-centre tessellation of the grid, so parts are spatially coh
 each part's prototype per image, adds Gaussian noise and applies a ReLU.
 
 Usage:
-    python bench/bench_manifold.py --n-images 10 25 --grid 44 44 --channels 320
+    python bench/bench_manifold.py --n-images 10 25 --grid 44 44 --channels 320 [--workers 2]
 Writes a Markdown table to stdout and a CSV to bench/results/manifold.csv.
 """
 
@@ -58,6 +58,7 @@ FIELDS = [
     "kfd_solver",
     "n_anchors",
     "max_hac_samples",
+    "workers",
     "status",
 ]
 
@@ -91,7 +92,7 @@ def run_one(args: argparse.Namespace) -> dict:
     feats = make_features(n_img, h, w, C, args.n_parts, args.seed)
     cfg = ManifoldConfig(max_iter=args.max_iter, seed=args.seed)
     t0 = time.perf_counter()
-    res = run_manifold(feats, cfg)
+    res = run_manifold(feats, cfg, workers=args.workers)
     total = time.perf_counter() - t0
     kib_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {
@@ -109,13 +110,14 @@ def run_one(args: argparse.Namespace) -> dict:
         "kfd_solver": res.kfd.solver_,
         "n_anchors": cfg.n_anchors,
         "max_hac_samples": cfg.max_hac_samples,
+        "workers": args.workers,
         "status": "ok",
     }
 
 
 def markdown(rows: list[dict]) -> str:
     cols = ["n_images", "n_vectors", "n_iter", "converged", "seconds_total", "seconds_per_iter",
-            "seconds_init", "peak_rss_mb", "kfd_solver", "status"]
+            "seconds_init", "peak_rss_mb", "kfd_solver", "workers", "status"]
     return markdown_table(rows, cols)
 
 
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-parts", type=int, default=DEFAULT_N_PARTS)
     p.add_argument("--max-iter", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="graph-cut worker processes at once (the job's threads)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per size")
     p.add_argument("--output", type=Path, default=CSV_PATH)
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
@@ -140,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     for n_img in args.n_images:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(n_img),
                "--grid", *map(str, args.grid), "--channels", str(args.channels),
-               "--n-parts", str(args.n_parts), "--max-iter", str(args.max_iter), "--seed", str(args.seed)]
+               "--n-parts", str(args.n_parts), "--max-iter", str(args.max_iter), "--seed", str(args.seed),
+               "--workers", str(args.workers)]
         base = {"n_images": n_img, "h": args.grid[0], "w": args.grid[1], "channels": args.channels,
                 "n_vectors": n_img * args.grid[0] * args.grid[1]}
         try:

@@ -247,6 +247,17 @@ class ManifoldResult:
         return Z.reshape(n_img, h, w, -1)
 
 
+# What run_manifold's loop carries from one iteration to the next (its checkpoint / resume state).
+_STATE_KEYS = ("iteration", "labels", "maps", "energies", "image_energies", "fractions", "changes", "n_comps",
+               "seconds", "prev_models", "prev_embedding", "kfd", "models", "converged", "warned_cap", "stopped")
+
+
+def _state(scope: Mapping[str, Any]) -> dict:
+    """The loop state among ``scope``'s variables (lists copied: the loop appends to them)."""
+    return {key: list(scope[key]) if isinstance(scope.get(key), list) else scope.get(key)
+            for key in _STATE_KEYS if key not in ("iteration", "stopped")}
+
+
 def _check_features(features: Any) -> np.ndarray:
     F = np.asarray(features)
     if F.ndim != 4 or min(F.shape) == 0:
@@ -299,6 +310,9 @@ def run_manifold(
     features: np.ndarray,
     config: ManifoldConfig | None = None,
     progress: Callable[[dict], None] | None = None,
+    workers: int = 1,
+    checkpoint: Callable[[dict], None] | None = None,
+    resume_from: Mapping[str, Any] | None = None,
 ) -> ManifoldResult:
     """Gaur et al. Algorithm 1 on the features of one category.
 
@@ -313,6 +327,14 @@ def run_manifold(
         Called after every iteration with a dict: ``iteration`` (1-based), ``max_iter``,
         ``energy``, ``fraction_changed``, ``model_change``, ``n_components``, ``seconds``,
         ``converged``.
+    workers : int
+        Graph-cut worker processes run at once (the job's threads); the labels do not depend on it.
+    checkpoint : callable, optional
+        Called after every finished iteration with the loop's whole state (a dict of arrays, models and
+        the fitted KFD; the caller stores it, e.g. :mod:`.stage` beside the manifold store).
+    resume_from : mapping, optional
+        A state given to ``checkpoint`` by an earlier, killed run on the same features and config: the
+        loop continues after that state's iteration, with the same result as a run never stopped.
 
     Returns
     -------
@@ -327,29 +349,40 @@ def run_manifold(
     if k > n:
         raise ValueError(f"n_clusters={k} exceeds the number of feature vectors ({n})")
 
-    t0 = time.perf_counter()
-    labels = scalable_ward(X, k, max_hac_samples=cfg.max_hac_samples, random_state=cfg.seed)
-    logger.info("manifold: %d image(s) of %dx%d, C=%d, n=%d; initial HAC into %d clusters", n_img, h, w, C, n, k)
-
-    maps = [labels.reshape(n_img, h, w).astype(np.int16)]
-    energies = [math.nan]
-    image_energies = [np.full(n_img, math.nan)]
-    fractions = [math.nan]
-    changes = [math.nan]
-    n_comps = [0]
-    seconds = [time.perf_counter() - t0]
-
-    prev_models: SOPModels | None = None
-    prev_embedding: np.ndarray | None = None
-    kfd: KernelFisherDiscriminant | None = None
-    models: SOPModels | None = None
-    converged = False
-    warned_cap = False
-    for it in range(1, cfg.max_iter + 1):
+    if resume_from is None:
+        t0 = time.perf_counter()
+        labels = scalable_ward(X, k, max_hac_samples=cfg.max_hac_samples, random_state=cfg.seed)
+        logger.info("manifold: %d image(s) of %dx%d, C=%d, n=%d; initial HAC into %d clusters", n_img, h, w, C, n,
+                    k)
+        st: dict[str, Any] = {
+            "iteration": 0, "labels": labels, "maps": [labels.reshape(n_img, h, w).astype(np.int16)],
+            "energies": [math.nan], "image_energies": [np.full(n_img, math.nan)], "fractions": [math.nan],
+            "changes": [math.nan], "n_comps": [0], "seconds": [time.perf_counter() - t0], "prev_models": None,
+            "prev_embedding": None, "kfd": None, "models": None, "converged": False, "warned_cap": False,
+            "stopped": False,
+        }
+    else:
+        st = {key: list(v) if isinstance(v := resume_from[key], list) else v for key in _STATE_KEYS}  # appended to
+        if st["labels"].shape != (n,):
+            raise ValueError(f"resume_from: its labels are for {st['labels'].shape[0]} vectors, these features "
+                             f"have {n}; it belongs to another run")
+        logger.info("manifold: resuming after iteration %d of %d", st["iteration"], cfg.max_iter)
+    labels, maps, energies = st["labels"], st["maps"], st["energies"]
+    image_energies, fractions, changes = st["image_energies"], st["fractions"], st["changes"]
+    n_comps, seconds = st["n_comps"], st["seconds"]
+    prev_models: SOPModels | None = st["prev_models"]
+    prev_embedding: np.ndarray | None = st["prev_embedding"]
+    kfd: KernelFisherDiscriminant | None = st["kfd"]
+    models: SOPModels | None = st["models"]
+    converged, warned_cap = st["converged"], st["warned_cap"]
+    first = st["iteration"] + 1 if not (st["converged"] or st["stopped"]) else cfg.max_iter + 1
+    for it in range(first, cfg.max_iter + 1):
         t_it = time.perf_counter()
         n_present = int(np.unique(labels).size)
         if n_present < 2:
             logger.warning("manifold: iteration %d: only %d label left, stopping", it, n_present)
+            if checkpoint is not None:
+                checkpoint({**_state(locals()), "iteration": it - 1, "stopped": True})
             break
         d = min(cfg.discriminants, n_present - 1)
         if d < cfg.discriminants and not warned_cap:
@@ -384,6 +417,7 @@ def run_manifold(
             cfg.pairwise_weight,
             diagonal_weight=cfg.diagonal_weight,
             isolate=cfg.isolate_graphcut,
+            workers=workers,
         )
         new_labels = new_maps.reshape(-1)
         if prev_models is None or prev_embedding is None or prev_embedding.shape[1] != E.shape[1]:
@@ -419,6 +453,8 @@ def run_manifold(
             )
         labels = new_labels
         prev_models, prev_embedding = models, E
+        if checkpoint is not None:
+            checkpoint({**_state(locals()), "iteration": it, "stopped": False})
         if converged:
             break
 

@@ -259,6 +259,26 @@ def _run_isolated(worker_fn: Callable[[dict], Any], payload: dict, describe: str
     return msg[1]
 
 
+def _run_isolated_shares(worker_fn: Callable[[dict], Any], payload: dict, describe: str, timeout_s: float | None,
+                         workers: int) -> np.ndarray:
+    """:func:`_run_isolated` on ``workers`` contiguous shares of the images at once (threads wait on the
+    worker processes), results in image order; one failing share fails the call with its images named."""
+    if workers <= 1:
+        return _run_isolated(worker_fn, payload, describe, timeout_s)
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, payload["unary"].shape[0], workers + 1).astype(int)
+    shares = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+    def solve(share: tuple[int, int]) -> np.ndarray:
+        a, b = share
+        sub = {**payload, "unary": payload["unary"][a:b], "init": payload["init"][a:b]}
+        return np.asarray(_run_isolated(worker_fn, sub, f"images {a}-{b - 1} of {describe}", timeout_s))
+
+    with ThreadPoolExecutor(max_workers=len(shares)) as pool:
+        return np.concatenate(list(pool.map(solve, shares)))
+
+
 # --------------------------------------------------------------------------- public API
 def refine_labels_batch(
     unary: np.ndarray,
@@ -271,8 +291,10 @@ def refine_labels_batch(
     isolate: bool = True,
     timeout_s: float | None = None,
     worker_fn: Callable[[dict], np.ndarray] | None = None,
+    workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Minimise Gaur et al. Eq. 9 independently on each image of a batch, in one worker call.
+    """Minimise Gaur et al. Eq. 9 independently on each image of a batch, in one worker call (``workers``
+    > 1 with ``isolate``: that many worker processes at once, each solving a contiguous share of the images).
 
     Parameters
     ----------
@@ -295,6 +317,9 @@ def refine_labels_batch(
         With ``isolate``, kill the worker and raise GraphCutError after this many seconds.
     worker_fn : callable, optional
         Test hook replacing the PyGCO solver (must be picklable, module level).
+    workers : int >= 1
+        Isolated worker processes run concurrently (the job's threads); every image is solved alone with the
+        same costs, so the labels do not depend on it. Without ``isolate``, one in-process solve.
 
     Returns
     -------
@@ -310,6 +335,8 @@ def refine_labels_batch(
         raise ValueError(f"diagonal_weight must be finite and >= 0, got {diagonal_weight!r}")
     if algorithm not in _ALGORITHMS:
         raise ValueError(f"algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
 
     flatU = U.reshape(n_img, h * w, k)
     shift = flatU.min(axis=2, keepdims=True)
@@ -359,7 +386,7 @@ def refine_labels_batch(
         fn = worker_fn if worker_fn is not None else _solve_batch
         describe = f"n_img={n_img}, grid={h}x{w}, k={k}, edges/image={edges.shape[0]}, algorithm={algo}"
         if isolate:
-            out = _run_isolated(fn, payload, describe, timeout_s)
+            out = _run_isolated_shares(fn, payload, describe, timeout_s, min(workers, n_img))
         else:
             out = fn(payload)
         out = np.asarray(out)

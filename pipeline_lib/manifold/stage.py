@@ -12,6 +12,8 @@ hyperpixels, i.e. ReLU'd when ``manifold.relu``, then L2-normalised) and two pic
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import pickle
 from dataclasses import asdict, fields
@@ -105,7 +107,13 @@ def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Pa
     feats = grid_features(store, ids, layers, grid)
     mcfg = manifold_config(cfg)
     log.info("category %s: %d images, features %s, layers %s", category, len(ids), feats.shape, layers)
-    result = run_manifold(feats, mcfg, progress=lambda d: log.info("iteration %s", d))
+    # graph cuts of an iteration in parallel over images, as many workers as the job's threads (run_stage
+    # pins torch to them); the labels do not depend on it. Each finished iteration is kept beside the store,
+    # so a killed job resumes after it.
+    state_path, key = resume_path(out_store), run_key(feats, mcfg)
+    result = run_manifold(feats, mcfg, progress=lambda d: log.info("iteration %s", d), workers=torch.get_num_threads(),
+                          checkpoint=lambda st: write_bytes(state_path, pickle.dumps({"key": key, **st})),
+                          resume_from=read_resume_state(state_path, key))
     embedding = result.embed(feats).astype(np.float32)
     kps, valid = image_keypoints(index, ids)
     cells = keypoint_cells(kps, valid, [(index.images[i].height, index.images[i].width) for i in ids], grid)
@@ -133,6 +141,38 @@ def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Pa
     title = f"{category}: {len(ids)} images, keypoint-label agreement {agreement[0]:.2f} -> {agreement[-1]:.2f}"
     plot_label_maps(photos, result.label_maps, out_labels_png, title)
     plot_convergence(result.energies, result.fraction_changed, result.model_change, out_convergence_png, category)
+    state_path.unlink(missing_ok=True)
+
+
+def resume_path(out_store: str | Path) -> Path:
+    """Where the last finished iteration of a manifold job is kept until its store is written."""
+    out_store = Path(out_store)
+    return out_store.with_name(f".{out_store.name}.resume.pkl")
+
+
+def run_key(feats: np.ndarray, mcfg: ManifoldConfig) -> str:
+    """sha1 of the features and the settings: a resume state is used only by the run that wrote it."""
+    h = hashlib.sha1(json.dumps(asdict(mcfg), sort_keys=True).encode())
+    h.update(str(feats.shape).encode())
+    h.update(np.ascontiguousarray(feats, dtype=np.float64).data)
+    return h.hexdigest()
+
+
+def read_resume_state(path: Path, key: str) -> dict | None:
+    """The state a killed run of these features and settings left at ``path`` (written by this stage), or
+    None (none left, or another run's: then it is ignored and overwritten)."""
+    if not path.is_file():
+        return None
+    try:
+        state = pickle.loads(path.read_bytes())
+    except Exception as exc:  # a state from another version of the code: start over
+        log.warning("ignoring %s (%s: %s); starting from iteration 1", path, type(exc).__name__, exc)
+        return None
+    if state.get("key") != key:
+        log.warning("ignoring %s: it belongs to other features or settings; starting from iteration 1", path)
+        return None
+    log.info("resuming from %s (iteration %d finished before the job was stopped)", path, state["iteration"])
+    return state
 
 
 SUMMARY_COLUMNS = ("category", "n_images", "grid", "n_iter", "converged", "seconds", "agreement_raw_hac",

@@ -266,3 +266,37 @@ def test_run_manifold_validates_inputs():
     res = run_manifold(res_feats, ManifoldConfig(**{**SYNTH_CONFIG, "max_iter": 1}, isolate_graphcut=False))
     with pytest.raises(ValueError, match="channels"):
         res.embed(res_feats[..., :5])
+
+
+def test_a_run_killed_in_iteration_3_resumes_there_with_the_same_result(monkeypatch):
+    """The checkpoint of the last finished iteration (2) resumes the loop at iteration 3; the result is the one
+    of a run never stopped, bit for bit, and iterations 1-2 are not redone."""
+    import pipeline_lib.manifold.algorithm1 as algorithm1
+
+    feats, _, _ = make_category(n_img=6, noise=0.6, seed=0)  # labels still move after 5 iterations
+    cfg = ManifoldConfig(**{**SYNTH_CONFIG, "max_iter": 5, "tol": 0.0, "label_tol": 0.0}, isolate_graphcut=False)
+    whole = run_manifold(feats, cfg)
+    assert whole.n_iter >= 3
+    real, calls = algorithm1.refine_labels_batch, []
+
+    def killed_in_iteration_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(algorithm1, "refine_labels_batch", killed_in_iteration_3)
+    states = []
+    with pytest.raises(KeyboardInterrupt):
+        run_manifold(feats, cfg, checkpoint=states.append)
+    assert [s["iteration"] for s in states] == [1, 2]
+    monkeypatch.setattr(algorithm1, "refine_labels_batch", real)
+    done = []
+    resumed = run_manifold(feats, cfg, progress=done.append, resume_from=states[-1])
+    assert [d["iteration"] for d in done] == list(range(3, whole.n_iter + 1))
+    for name in ("label_maps", "energies", "image_energies", "fraction_changed", "model_change", "n_components"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name))
+    np.testing.assert_array_equal(resumed.sop_models.means, whole.sop_models.means)
+    assert resumed.converged == whole.converged
+    with pytest.raises(ValueError, match="belongs to another run"):
+        run_manifold(feats[:2], cfg, resume_from=states[-1])

@@ -29,6 +29,20 @@ def _raising_worker(payload):
     raise RuntimeError("boom from the worker")
 
 
+def _pid_worker(payload):
+    """Test hook: records its process id and share size in the file $GC_TEST_PIDS, returns the initial labels."""
+    with open(os.environ["GC_TEST_PIDS"], "a") as f:
+        f.write(f"{os.getpid()} {payload['unary'].shape[0]}\n")
+    return payload["init"]
+
+
+def _abort_on_second_share(payload):
+    """Test hook: the share that starts with a constant-unary image (all zero once quantised) aborts."""
+    if (payload["unary"][0] == 0).all():
+        os.abort()
+    return payload["init"]
+
+
 def _two_regions(seed, h=24, w=24, flip_rate=0.1):
     """Left half label 0, right half label 1; unary from a salt-and-pepper noisy copy."""
     rng = np.random.default_rng(seed)
@@ -97,6 +111,32 @@ def test_isolated_equals_in_process_and_batch_equals_single():
         lab_i, e_i = refine_labels(unary[i], pairwise, 0.4, isolate=False)
         np.testing.assert_array_equal(lab_i, lab_in[i])
         assert e_i == pytest.approx(e_in[i])
+
+
+def test_parallel_workers_give_the_labels_of_one_worker():
+    """An iteration's graph cuts run in several worker processes at once: same labels and energies as one."""
+    rng = np.random.default_rng(7)
+    unary = rng.random((5, 9, 11, 4)) * 3.0
+    pairwise = np.abs(np.arange(4)[:, None] - np.arange(4)[None]).astype(float)
+    one = refine_labels_batch(unary, pairwise, 0.4, isolate=True)
+    for workers in (2, 3, 8):
+        many = refine_labels_batch(unary, pairwise, 0.4, isolate=True, workers=workers)
+        np.testing.assert_array_equal(many[0], one[0])
+        np.testing.assert_array_equal(many[1], one[1])
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        refine_labels_batch(unary, pairwise, 0.4, workers=0)
+
+
+def test_parallel_workers_are_separate_processes_and_a_crash_names_its_images(tmp_path, monkeypatch):
+    unary = np.random.default_rng(8).random((4, 5, 5, 3))
+    monkeypatch.setenv("GC_TEST_PIDS", str(tmp_path / "pids"))
+    refine_labels_batch(unary, 1.0 - np.eye(3), 1.0, isolate=True, workers=2, worker_fn=_pid_worker)
+    shares = [line.split() for line in (tmp_path / "pids").read_text().splitlines()]
+    assert len({pid for pid, _ in shares}) == 2 and sorted(int(n) for _, n in shares) == [2, 2]
+    assert os.getpid() not in {int(pid) for pid, _ in shares}
+    unary[2] = 7.0
+    with pytest.raises(GraphCutError, match=r"SIGABRT.*images 2-3 of"):
+        refine_labels_batch(unary, 1.0 - np.eye(3), 1.0, isolate=True, workers=2, worker_fn=_abort_on_second_share)
 
 
 def test_non_metric_pairwise_uses_swap_and_forced_expansion_raises():
