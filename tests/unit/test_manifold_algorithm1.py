@@ -268,6 +268,19 @@ def test_run_manifold_validates_inputs():
         res.embed(res_feats[..., :5])
 
 
+def killed_on_call(fn, n):
+    """``fn`` that raises KeyboardInterrupt on its ``n``-th call (a job killed in iteration ``n``'s graph cuts)."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt("killed")
+        return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def test_a_run_killed_in_iteration_3_resumes_there_with_the_same_result(monkeypatch):
     """The checkpoint of the last finished iteration (2) resumes the loop at iteration 3; the result is the one
     of a run never stopped, bit for bit, and iterations 1-2 are not redone."""
@@ -277,15 +290,8 @@ def test_a_run_killed_in_iteration_3_resumes_there_with_the_same_result(monkeypa
     cfg = ManifoldConfig(**{**SYNTH_CONFIG, "max_iter": 5, "tol": 0.0, "label_tol": 0.0}, isolate_graphcut=False)
     whole = run_manifold(feats, cfg)
     assert whole.n_iter >= 3
-    real, calls = algorithm1.refine_labels_batch, []
-
-    def killed_in_iteration_3(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(algorithm1, "refine_labels_batch", killed_in_iteration_3)
+    real = algorithm1.refine_labels_batch
+    monkeypatch.setattr(algorithm1, "refine_labels_batch", killed_on_call(real, 3))
     states = []
     with pytest.raises(KeyboardInterrupt):
         run_manifold(feats, cfg, checkpoint=states.append)

@@ -34,6 +34,7 @@ def test_a_killed_manifold_job_resumes_after_its_last_finished_iteration(tiny_de
     import pipeline_lib.manifold.algorithm1 as algorithm1
     from pipeline_lib.config import validate_config
     from pipeline_lib.manifold.stage import learn, read_resume_state, resume_path
+    from tests.unit.test_manifold_algorithm1 import killed_on_call
 
     index, store = tiny_demo_store
     root = store.path.parent
@@ -49,15 +50,8 @@ def test_a_killed_manifold_job_resumes_after_its_last_finished_iteration(tiny_de
         return zarr.open_group(str(out / "manifold.zarr"), mode="r")
 
     whole = run(tmp_path / "whole")
-    real, calls = algorithm1.refine_labels_batch, []
-
-    def killed_in_iteration_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(algorithm1, "refine_labels_batch", killed_in_iteration_2)
+    real = algorithm1.refine_labels_batch
+    monkeypatch.setattr(algorithm1, "refine_labels_batch", killed_on_call(real, 2))
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         run(out)
