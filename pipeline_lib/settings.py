@@ -144,6 +144,7 @@ class ManifoldSection:
     label_tol: float = schema_default("manifold", "label_tol")
     max_iter: int = schema_default("manifold", "max_iter")
     isolate_graphcut: bool = schema_default("manifold", "isolate_graphcut")
+    chunk_images: int | None = schema_default("manifold", "chunk_images")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Modules:
 - :mod:`.clustering` -- ``scalable_ward`` (Ward HAC on a sample + nearest centroid);
 - :mod:`.sop_model` -- Gaussian SOP models, unary costs, model change (Eq. 5-7);
 - :mod:`.graphcut` -- PyGCO wrapper with crash isolation, geodesic pairwise (Eq. 8-9);
+- :mod:`.rows` -- a category's features as rows read a block of images at a time (``ImageRows``);
 - :mod:`.algorithm1` -- Algorithm 1 itself: ``ManifoldConfig``, ``run_manifold`` (its loop calls the others).
 - :mod:`.measures` -- ``keypoint_label_agreement``, ``keypoint_part_ami`` (part separation at keypoints).
 
@@ -40,8 +41,10 @@ _EXPORTS = {
     "keypoint_label_agreement": "measures",
     "keypoint_part_ami": "measures",
     "fraction_changed": "algorithm1",
-    "l2_normalize": "algorithm1",
-    "prepare_features": "algorithm1",
+    "l2_normalize": "rows",
+    "prepare_features": "rows",
+    "ImageRows": "rows",
+    "ArrayRows": "rows",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -62,14 +65,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers see ordinary imports
-    from .algorithm1 import (
-        ManifoldConfig,
-        ManifoldResult,
-        fraction_changed,
-        l2_normalize,
-        prepare_features,
-        run_manifold,
-    )
+    from .algorithm1 import ManifoldConfig, ManifoldResult, fraction_changed, run_manifold
     from .clustering import relabel_compact, scalable_ward
     from .graphcut import (
         GraphCutError,
@@ -82,4 +78,5 @@ if TYPE_CHECKING:  # static analysers see ordinary imports
     )
     from .kfd import KernelFisherDiscriminant
     from .measures import keypoint_label_agreement, keypoint_part_ami
+    from .rows import ArrayRows, ImageRows, l2_normalize, prepare_features
     from .sop_model import SOPModels, fit_sop_models, model_change, rotate_sop_models, unary_costs

@@ -27,7 +27,10 @@ but the comparison). See :func:`pipeline_lib.manifold.sop_model.model_change`.
 
 Scaling (see the docstrings of the building blocks): KFD is exact up to ``n_anchors`` samples
 and a Nystroem approximation with ``n_anchors`` anchor points beyond; HAC is exact Ward on a
-random sample of ``max_hac_samples`` vectors plus nearest-centroid assignment of the rest.
+random sample of ``max_hac_samples`` vectors plus nearest-centroid assignment of the rest. The
+features are never held whole: every pass (initial HAC, KFD scatter, projection) reads
+``chunk_images`` images at a time (:mod:`.rows`), and the graph cuts run per block of images.
+What stays per vector for all images is the embedding (d float64) and the labels.
 """
 
 from __future__ import annotations
@@ -36,15 +39,16 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 from scipy.linalg import orthogonal_procrustes
 from scipy.optimize import linear_sum_assignment
 
-from .clustering import DEFAULT_MAX_HAC_SAMPLES, scalable_ward
+from .clustering import DEFAULT_MAX_HAC_SAMPLES, scalable_ward, ward_sample
 from .graphcut import geodesic_pairwise, refine_labels_batch
 from .kfd import KernelFisherDiscriminant
+from .rows import ImageRows, l2_normalize, prepare_features
 from .sop_model import SOPModels, fit_sop_models, model_change, rotate_sop_models, unary_costs
 
 __all__ = [
@@ -62,8 +66,9 @@ _KERNELS = ("poly", "linear")
 _SOLVERS = ("exact", "nystroem", "auto")
 # Label maps are stored as int16.
 _MAX_LABELS = np.iinfo(np.int16).max
-# Features with a smaller L2 norm are left at zero by the normalisation.
-_NORM_EPS = 1e-12
+# Images per block of every pass over a category's features (our choice: 64 images of 44 x 44 x 320
+# float64 are ~0.3 GB; the graph cuts of a block are one worker call).
+DEFAULT_CHUNK_IMAGES = 64
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,9 @@ class ManifoldConfig:
     seed: int = 0
     # Run PyGCO in a worker process so a C-level abort cannot kill the caller.
     isolate_graphcut: bool = True
+    # Images read, embedded and graph-cut per block (None: all at once). Sets the peak memory of the
+    # passes over the features; the labels do not depend on it beyond rounding.
+    chunk_images: int | None = DEFAULT_CHUNK_IMAGES
 
     def __post_init__(self) -> None:
         def _int(name: str, lo: int, hi: int | None = None) -> None:
@@ -162,6 +170,8 @@ class ManifoldConfig:
         _int("seed", 0)
         if not isinstance(self.isolate_graphcut, bool):
             raise ValueError(f"isolate_graphcut must be a bool, got {self.isolate_graphcut!r}")
+        if self.chunk_images is not None:
+            _int("chunk_images", 1)
 
     @property
     def discriminants(self) -> int:
@@ -227,7 +237,7 @@ class ManifoldResult:
         """Final label maps, (n_img, h, w) int16."""
         return self.label_maps[-1]
 
-    def embed(self, features: np.ndarray) -> np.ndarray:
+    def embed(self, features: Any) -> np.ndarray:
         """Embed features with the final KFD.
 
         Parameters
@@ -239,52 +249,27 @@ class ManifoldResult:
         -------
         (n_img, h, w, d) float64
         """
-        F = _check_features(features)
-        n_img, h, w, C = F.shape
+        return np.concatenate([emb for _, emb in self.embed_blocks(features)])
+
+    def embed_blocks(self, features: Any) -> Iterator[tuple[slice, np.ndarray]]:
+        """:meth:`embed` ``config.chunk_images`` images at a time: (image slice, (b, h, w, d) float64)."""
+        src = ImageRows(features, self.config.relu, self.config.chunk_images)
+        n_img, h, w, C = src.shape
         if C != self.kfd.n_features_in_:
             raise ValueError(f"features have C={C} channels, the KFD was fitted on {self.kfd.n_features_in_}")
-        Z = self.kfd.transform(prepare_features(F.reshape(-1, C), self.config.relu))
-        return Z.reshape(n_img, h, w, -1)
+        for images, (_, X) in zip(src.image_slices(), src.blocks()):
+            yield images, self.kfd.transform(X).reshape(images.stop - images.start, h, w, -1)
 
 
 # What run_manifold's loop carries from one iteration to the next (its checkpoint / resume state).
 _STATE_KEYS = ("iteration", "labels", "maps", "energies", "image_energies", "fractions", "changes", "n_comps",
-               "seconds", "prev_models", "prev_embedding", "kfd", "models", "converged", "warned_cap", "stopped")
+               "seconds", "prev_models", "prev_probe", "kfd", "models", "converged", "warned_cap", "stopped")
 
 
 def _state(scope: Mapping[str, Any]) -> dict:
     """The loop state among ``scope``'s variables (lists copied: the loop appends to them)."""
     return {key: list(scope[key]) if isinstance(scope.get(key), list) else scope.get(key)
             for key in _STATE_KEYS if key not in ("iteration", "stopped")}
-
-
-def _check_features(features: Any) -> np.ndarray:
-    F = np.asarray(features)
-    if F.ndim != 4 or min(F.shape) == 0:
-        raise ValueError(f"features must be a non-empty (n_img, h, w, C) array, got shape {F.shape}")
-    if not np.issubdtype(F.dtype, np.number):
-        raise ValueError(f"features must be numeric, got {F.dtype}")
-    if not np.all(np.isfinite(F)):
-        raise ValueError("features contain NaN or inf")
-    return F
-
-
-def l2_normalize(X: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation, (n, C) -> (n, C) float64 (all-zero rows stay zero)."""
-    X = np.array(X, dtype=np.float64)  # one copy, normalised in place
-    norms = np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]
-    X /= np.maximum(norms, _NORM_EPS)
-    return X
-
-
-def prepare_features(X: np.ndarray, relu: bool) -> np.ndarray:
-    """(n, C) -> (n, C) float64: ReLU (when ``relu``; Gaur et al. Sec. 6), then row-wise L2 norm (Sec. 3, 6).
-
-    The ReLU comes first so that the normalised vectors are the sparse non-negative ones the paper
-    embeds; a location whose every channel is <= 0 becomes the zero vector.
-    """
-    X = np.asarray(X)
-    return l2_normalize(np.maximum(X, 0.0) if relu else X)
 
 
 def fraction_changed(old: np.ndarray, new: np.ndarray) -> float:
@@ -319,9 +304,11 @@ def run_manifold(
     Parameters
     ----------
     features : (n_img, h, w, C) float
-        Conv features of every image of the category (e.g. VGG16 44 x 44 x 512 after ReLU).
-        Each location is passed through a ReLU (``config.relu``) and L2-normalised here
-        (Gaur et al. Sec. 3, 6).
+        Conv features of every image of the category (e.g. VGG16 44 x 44 x 512 after ReLU): a NumPy
+        or Zarr array, or any object with ``shape`` sliced along images. They are read
+        ``config.chunk_images`` images at a time (:class:`~.rows.ImageRows`) in every pass, so only the
+        embedding (n x d) and the label maps are held for all images. Each location is passed through a
+        ReLU (``config.relu``) and L2-normalised here (Gaur et al. Sec. 3, 6).
     config : ManifoldConfig, optional
     progress : callable, optional
         Called after every iteration with a dict: ``iteration`` (1-based), ``max_iter``,
@@ -341,10 +328,9 @@ def run_manifold(
     ManifoldResult
     """
     cfg = config if config is not None else ManifoldConfig()
-    F = _check_features(features)
-    n_img, h, w, C = F.shape
-    X = prepare_features(F.reshape(-1, C), cfg.relu)
-    n = X.shape[0]
+    X = ImageRows(features, cfg.relu, cfg.chunk_images)  # read, ReLU'd and normalised a block at a time
+    n_img, h, w, C = X.shape
+    n = X.n
     k = cfg.n_clusters
     if k > n:
         raise ValueError(f"n_clusters={k} exceeds the number of feature vectors ({n})")
@@ -352,13 +338,13 @@ def run_manifold(
     if resume_from is None:
         t0 = time.perf_counter()
         labels = scalable_ward(X, k, max_hac_samples=cfg.max_hac_samples, random_state=cfg.seed)
-        logger.info("manifold: %d image(s) of %dx%d, C=%d, n=%d; initial HAC into %d clusters", n_img, h, w, C, n,
-                    k)
+        logger.info("manifold: %d image(s) of %dx%d, C=%d, n=%d; initial HAC into %d clusters (blocks of %s "
+                    "images)", n_img, h, w, C, n, k, cfg.chunk_images or n_img)
         st: dict[str, Any] = {
             "iteration": 0, "labels": labels, "maps": [labels.reshape(n_img, h, w).astype(np.int16)],
             "energies": [math.nan], "image_energies": [np.full(n_img, math.nan)], "fractions": [math.nan],
             "changes": [math.nan], "n_comps": [0], "seconds": [time.perf_counter() - t0], "prev_models": None,
-            "prev_embedding": None, "kfd": None, "models": None, "converged": False, "warned_cap": False,
+            "prev_probe": None, "kfd": None, "models": None, "converged": False, "warned_cap": False,
             "stopped": False,
         }
     else:
@@ -371,10 +357,11 @@ def run_manifold(
     image_energies, fractions, changes = st["image_energies"], st["fractions"], st["changes"]
     n_comps, seconds = st["n_comps"], st["seconds"]
     prev_models: SOPModels | None = st["prev_models"]
-    prev_embedding: np.ndarray | None = st["prev_embedding"]
+    prev_probe: np.ndarray | None = st["prev_probe"]
     kfd: KernelFisherDiscriminant | None = st["kfd"]
     models: SOPModels | None = st["models"]
     converged, warned_cap = st["converged"], st["warned_cap"]
+    probe_rows = ward_sample(n, cfg.max_hac_samples, cfg.seed)
     first = st["iteration"] + 1 if not (st["converged"] or st["stopped"]) else cfg.max_iter + 1
     for it in range(first, cfg.max_iter + 1):
         t_it = time.perf_counter()
@@ -403,27 +390,34 @@ def run_manifold(
             n_anchors=cfg.n_anchors,
             solver=cfg.kfd_solver,
             random_state=cfg.seed,
-        ).fit(X, labels)
-        E = kfd.transform(X)
+        ).fit_rows(X, labels)
+        E = np.empty((n, d))  # the embedding: d (<= k - 1) values per vector instead of C
+        for sl, block in X.blocks():
+            E[sl] = kfd.transform(block)
         # Step 1c-d: HAC in the embedding, Gaussian SOP models (Eq. 5-6).
         hac = scalable_ward(E, k, max_hac_samples=cfg.max_hac_samples, random_state=cfg.seed)
         models = fit_sop_models(E, hac, k, cfg.cov_reg)
         # Step 2: unary (Eq. 7), geodesic pairwise (Eq. 8), graph cut (Eq. 9).
-        unary = unary_costs(E, models).reshape(n_img, h, w, k)
         pairwise = geodesic_pairwise(hac.reshape(n_img, h, w), k, cfg.sigma)
-        new_maps, img_e = refine_labels_batch(
-            unary,
-            pairwise,
-            cfg.pairwise_weight,
-            diagonal_weight=cfg.diagonal_weight,
-            isolate=cfg.isolate_graphcut,
-            workers=workers,
-        )
+        new_maps, img_e = np.empty((n_img, h, w), dtype=np.int64), np.empty(n_img)
+        for images in X.image_slices():  # one worker call per block: its unaries only
+            rows = slice(images.start * h * w, images.stop * h * w)
+            new_maps[images], img_e[images] = refine_labels_batch(
+                unary_costs(E[rows], models).reshape(-1, h, w, k),
+                pairwise,
+                cfg.pairwise_weight,
+                diagonal_weight=cfg.diagonal_weight,
+                isolate=cfg.isolate_graphcut,
+                workers=workers,
+            )
         new_labels = new_maps.reshape(-1)
-        if prev_models is None or prev_embedding is None or prev_embedding.shape[1] != E.shape[1]:
+        # Procrustes rotation onto the previous embedding, estimated on the Ward sample's rows (the same
+        # rows every iteration; d x d from max_hac_samples rows, so the previous embedding is not kept whole).
+        probe = E[probe_rows]
+        if prev_models is None or prev_probe is None or prev_probe.shape[1] != E.shape[1]:
             change = math.inf
         else:
-            R, _ = orthogonal_procrustes(E, prev_embedding)
+            R, _ = orthogonal_procrustes(probe, prev_probe)
             change = model_change(prev_models, rotate_sop_models(models, R))
         frac = fraction_changed(labels, new_labels)
         maps.append(new_maps.astype(np.int16))
@@ -452,7 +446,7 @@ def run_manifold(
                 }
             )
         labels = new_labels
-        prev_models, prev_embedding = models, E
+        prev_models, prev_probe = models, probe
         if checkpoint is not None:
             checkpoint({**_state(locals()), "iteration": it, "stopped": False})
         if converged:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
-__all__ = ["scalable_ward", "relabel_compact", "DEFAULT_MAX_HAC_SAMPLES"]
+from .rows import ArrayRows, Rows
+
+__all__ = ["scalable_ward", "ward_sample", "relabel_compact", "DEFAULT_MAX_HAC_SAMPLES"]
 
 # Largest sample clustered exactly (our choice: about 100 MB of condensed distances, a few
 # seconds of Ward on 2 cores).
@@ -63,7 +65,7 @@ def _nearest_centroid(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def scalable_ward(
-    X: np.ndarray,
+    X: "np.ndarray | Rows",
     n_clusters: int,
     *,
     max_hac_samples: int = DEFAULT_MAX_HAC_SAMPLES,
@@ -73,8 +75,9 @@ def scalable_ward(
 
     Parameters
     ----------
-    X : (n, d) float
-        Samples (rows).
+    X : (n, d) float, or a :class:`~.rows.Rows` source
+        Samples (rows). A ``Rows`` source is read block by block (the sample gathered with
+        ``take``); an array is one block.
     n_clusters : int
         k, number of clusters (Gaur et al. Sec. 3 use 15).
     max_hac_samples : int
@@ -87,12 +90,14 @@ def scalable_ward(
     labels : (n,) int64
         Values 0..k-1, every value used, numbered by first appearance in ``X``.
     """
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
-    n = X.shape[0]
-    if not np.all(np.isfinite(X)):
-        raise ValueError("X contains NaN or inf")
+    if isinstance(X, np.ndarray) or not hasattr(X, "blocks"):
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+        if not np.all(np.isfinite(X)):
+            raise ValueError("X contains NaN or inf")
+        X = ArrayRows(X)
+    n = X.n
     if not (isinstance(n_clusters, (int, np.integer)) and n_clusters >= 1):
         raise ValueError(f"n_clusters must be an integer >= 1, got {n_clusters!r}")
     if n_clusters > n:
@@ -103,17 +108,21 @@ def scalable_ward(
         )
     if n_clusters == 1:
         return np.zeros(n, dtype=np.int64)
-    if n <= max_hac_samples:
-        sample = np.arange(n)
-    else:
-        rng = np.random.default_rng(random_state)
-        sample = np.sort(rng.choice(n, size=max_hac_samples, replace=False))
+    sample = ward_sample(n, max_hac_samples, random_state)
     hac = AgglomerativeClustering(n_clusters=n_clusters, linkage="ward")
-    sample_labels = hac.fit_predict(X[sample])
+    sampled = X.take(sample)
+    sample_labels = hac.fit_predict(sampled)
+    labels = np.empty(n, dtype=np.int64)
     if len(sample) < n:
-        centroids = np.stack([X[sample[sample_labels == c]].mean(axis=0) for c in range(n_clusters)])
-        labels = _nearest_centroid(X, centroids)  # blocked: no copy of X
-    else:
-        labels = np.empty(n, dtype=np.int64)
+        centroids = np.stack([sampled[sample_labels == c].mean(axis=0) for c in range(n_clusters)])
+        for sl, block in X.blocks():
+            labels[sl] = _nearest_centroid(block, centroids)  # blocked: no copy of X
     labels[sample] = sample_labels  # sampled vectors keep their HAC label
     return relabel_compact(labels)
+
+
+def ward_sample(n: int, max_hac_samples: int, random_state: int | None) -> np.ndarray:
+    """Sorted indices of the rows :func:`scalable_ward` clusters exactly (all when n <= max_hac_samples)."""
+    if n <= max_hac_samples:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(random_state).choice(n, size=max_hac_samples, replace=False))

@@ -27,6 +27,9 @@ coefficients ``dual_coef_`` (m, d), and ``transform(X) = k(X, X_fit_) @ dual_coe
     With ``n_anchors = n_samples`` this is KFD with the RKHS-norm regulariser ``alpha^T K alpha``
     instead of ``alpha^T alpha``; both converge to the same subspace as ``reg -> 0``.
 
+``fit_rows`` fits on a :class:`~.rows.Rows` source read block by block (the anchors gathered by index, the
+scatter summed per block), so a category's features need not be in memory at once.
+
 ``reg`` is relative: ``reg_abs = reg * trace(N) / dim(N)`` (the mean diagonal of the within-class
 scatter), so it does not depend on the scale of the kernel.
 
@@ -46,6 +49,8 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_scalar, validate_data
+
+from .rows import ArrayRows, Rows
 
 __all__ = ["KernelFisherDiscriminant"]
 
@@ -206,9 +211,30 @@ class KernelFisherDiscriminant(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self
         """
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
+        return self._fit(ArrayRows(X), y)
+
+    def fit_rows(self, rows: Rows, y):
+        """Fit on rows read block by block (:mod:`.rows`): the same model as ``fit`` on all the rows at
+        once, up to rounding, with memory set by a block and the anchors (Nystroem) instead of n.
+
+        Parameters
+        ----------
+        rows : Rows
+            ``n`` samples of dimension ``dim`` (e.g. :class:`~.rows.ImageRows` of a category's features).
+        y : array-like of shape (n,)
+        """
+        y = np.asarray(y)
+        if y.shape != (rows.n,):
+            raise ValueError(f"y must have shape ({rows.n},), got {y.shape}")
+        if rows.n < 2:
+            raise ValueError(f"fit needs at least 2 samples, got {rows.n}")
+        self.n_features_in_ = rows.dim
+        return self._fit(rows, y)
+
+    def _fit(self, rows: Rows, y):
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
-        n, p = X.shape
+        n, p = rows.n, rows.dim
         self._check_params(n, len(classes))
         self.classes_ = classes
         self.gamma_ = float(self.gamma) if self.gamma is not None else 1.0 / p
@@ -218,6 +244,7 @@ class KernelFisherDiscriminant(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             solver = "exact" if n <= n_anchors else "nystroem"
         self.solver_ = solver
         if solver == "exact":
+            X = rows.take(np.arange(n))
             alpha, evals, kmean = self._fit_exact(X, y_idx, len(classes))
             self.X_fit_ = X.copy()  # never alias the caller's array
             self.anchor_indices_ = np.arange(n)
@@ -225,8 +252,8 @@ class KernelFisherDiscriminant(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             rng = check_random_state(self.random_state)
             idx = self._sample_anchors(y_idx, len(classes), min(n_anchors, n), rng)
             self.anchor_indices_ = idx
-            self.X_fit_ = X[idx]
-            alpha, evals, kmean = self._fit_nystroem(X, y_idx, len(classes))
+            self.X_fit_ = rows.take(idx)
+            alpha, evals, kmean = self._fit_nystroem(rows, y_idx, len(classes))
         # Deterministic sign: the largest-magnitude coefficient of each component is positive.
         signs = np.sign(alpha[np.argmax(np.abs(alpha), axis=0), np.arange(alpha.shape[1])])
         signs[signs == 0] = 1.0
@@ -316,8 +343,8 @@ class KernelFisherDiscriminant(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         for start in range(0, n, step):
             yield slice(start, min(n, start + step))
 
-    def _fit_nystroem(self, X: np.ndarray, y_idx: np.ndarray, n_classes: int):
-        n = X.shape[0]
+    def _fit_nystroem(self, rows: Rows, y_idx: np.ndarray, n_classes: int):
+        n = rows.n
         anchors = self.X_fit_
         m = anchors.shape[0]
         Kmm = self._k(anchors, anchors)
@@ -328,12 +355,13 @@ class KernelFisherDiscriminant(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         # Accumulate sum_i k_i k_i^T and class sums of k_i over row chunks.
         G = np.zeros((m, m))
         S = np.zeros((n_classes, m))
-        for sl in self._chunks(n, m):
-            Kc = self._k(X[sl], anchors)
-            G += Kc.T @ Kc
-            Yc = np.zeros((n_classes, Kc.shape[0]))
-            Yc[y_idx[sl], np.arange(Kc.shape[0])] = 1.0
-            S += Yc @ Kc
+        for block_sl, block in rows.blocks():
+            for sl in self._chunks(block.shape[0], m):
+                Kc = self._k(block[sl], anchors)
+                G += Kc.T @ Kc
+                Yc = np.zeros((n_classes, Kc.shape[0]))
+                Yc[y_idx[block_sl][sl], np.arange(Kc.shape[0])] = 1.0
+                S += Yc @ Kc
         counts = np.bincount(y_idx, minlength=n_classes).astype(float)
         Sz = S @ T  # (c, r) class sums in z space
         mu_c = Sz / counts[:, None]

@@ -2,7 +2,8 @@
 
 Features: hyperpixels of ``manifold.layers`` from the cached feature store (no backbone run),
 resized to a fixed ``grid_size`` square grid per image (Gaur et al. use a fixed 44 x 44 VGG16
-map, Sec. 6). Images: ``manifold.images`` (``train`` = images of training pairs, as Gaur et al.
+map, Sec. 6) and read a block of ``manifold.chunk_images`` images at a time (:class:`GridFeatures`: the
+category is never held whole). Images: ``manifold.images`` (``train`` = images of training pairs, as Gaur et al.
 Sec. 6 learn on each class's training images; ``all`` where no image split exists). Outputs
 ``manifold.zarr`` (label maps of every iteration per image, the embedded features, SOP models,
 energies, change fractions, keypoint-label agreement; ``manifold`` attribute = the settings, ReLU
@@ -71,6 +72,20 @@ def grid_features(store: FeatureStore, image_ids, layers, grid: int) -> np.ndarr
     return np.stack(out)
 
 
+class GridFeatures:
+    """:func:`grid_features` of a category read on demand: ``self[a:b]`` builds images a..b-1 only, so
+    Algorithm 1 reads the feature store a block of images at a time (never the whole category)."""
+
+    def __init__(self, store: FeatureStore, image_ids, layers, grid: int):
+        self.store, self.image_ids, self.layers, self.grid = store, list(image_ids), list(layers), grid
+        channels = grid_features(store, self.image_ids[:1], self.layers, grid).shape[-1]
+        self.shape = (len(self.image_ids), grid, grid, channels)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, images: slice) -> np.ndarray:
+        return grid_features(self.store, self.image_ids[images], self.layers, self.grid)
+
+
 def image_keypoints(index: DatasetIndex, image_ids) -> tuple[np.ndarray, np.ndarray]:
     """(n_img, K, 2) xy keypoints and (n_img, K) validity of each image, read off its pairs."""
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -104,7 +119,7 @@ def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Pa
     layers = [store.resolve_layer(n) for n in stage.layers]
     ids = category_images(index, category, stage.images)
     grid = stage.grid_size
-    feats = grid_features(store, ids, layers, grid)
+    feats = GridFeatures(store, ids, layers, grid)
     mcfg = manifold_config(cfg)
     log.info("category %s: %d images, features %s, layers %s", category, len(ids), feats.shape, layers)
     # graph cuts of an iteration in parallel over images, as many workers as the job's threads (run_stage
@@ -114,7 +129,6 @@ def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Pa
     result = run_manifold(feats, mcfg, progress=lambda d: log.info("iteration %s", d), workers=torch.get_num_threads(),
                           checkpoint=lambda st: write_bytes(state_path, pickle.dumps({"key": key, **st})),
                           resume_from=read_resume_state(state_path, key))
-    embedding = result.embed(feats).astype(np.float32)
     kps, valid = image_keypoints(index, ids)
     cells = keypoint_cells(kps, valid, [(index.images[i].height, index.images[i].width) for i in ids], grid)
     agreement = [keypoint_label_agreement(m, cells, valid) for m in result.label_maps]
@@ -130,7 +144,10 @@ def learn(cfg: Mapping, category: str, features: str | Path, out_store: str | Pa
                            "provenance": provenance(cfg, Settings(cfg).seed)})
         n_it, n_img = result.label_maps.shape[:2]
         root.create_array("label_maps", data=result.label_maps, chunks=(1, 1, grid, grid))
-        root.create_array("embedding", data=embedding, chunks=(1,) + embedding.shape[1:])
+        embedding = root.create_array("embedding", shape=(n_img, grid, grid, result.kfd.dual_coef_.shape[1]),
+                                      dtype=np.float32, chunks=(1, grid, grid, result.kfd.dual_coef_.shape[1]))
+        for images, block in result.embed_blocks(feats):  # a block of images at a time
+            embedding[images] = block.astype(np.float32)
         for name in ("energies", "fraction_changed", "model_change", "n_components", "iteration_seconds"):
             root.create_array(name, data=np.asarray(getattr(result, name)))
         sop = root.create_group("sop_models")
@@ -150,11 +167,14 @@ def resume_path(out_store: str | Path) -> Path:
     return out_store.with_name(f".{out_store.name}.resume.pkl")
 
 
-def run_key(feats: np.ndarray, mcfg: ManifoldConfig) -> str:
-    """sha1 of the features and the settings: a resume state is used only by the run that wrote it."""
+def run_key(feats, mcfg: ManifoldConfig) -> str:
+    """sha1 of the features (an array or :class:`GridFeatures`, read ``chunk_images`` images at a time) and
+    the settings: a resume state is used only by the run that wrote it."""
     h = hashlib.sha1(json.dumps(asdict(mcfg), sort_keys=True).encode())
-    h.update(str(feats.shape).encode())
-    h.update(np.ascontiguousarray(feats, dtype=np.float64).data)
+    h.update(str(tuple(feats.shape)).encode())
+    step = mcfg.chunk_images or feats.shape[0]
+    for start in range(0, feats.shape[0], step):
+        h.update(np.ascontiguousarray(feats[start:start + step], dtype=np.float64).data)
     return h.hexdigest()
 
 

@@ -258,8 +258,10 @@ def test_label_tolerance_stops_the_loop_once_few_labels_move():
 def test_run_manifold_validates_inputs():
     with pytest.raises(ValueError, match="n_img, h, w, C"):
         run_manifold(np.zeros((4, 4, 3)))
-    with pytest.raises(ValueError, match="NaN"):
-        run_manifold(np.full((1, 4, 4, 3), np.nan))
+    nan_in_third = np.ones((4, 4, 4, 3))
+    nan_in_third[2, 1, 1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf \(image 2\)"):  # found in the block that holds it
+        run_manifold(nan_in_third, ManifoldConfig(n_clusters=2, chunk_images=1))
     with pytest.raises(ValueError, match="exceeds"):
         run_manifold(np.random.default_rng(0).random((1, 3, 3, 4)), ManifoldConfig(n_clusters=10, max_hac_samples=100))
     res_feats, _, _ = make_category(n_img=2, seed=3)
