@@ -63,11 +63,16 @@ class Rows(Protocol):
         ...
 
 
-def _take_from_blocks(rows: Rows, index: np.ndarray) -> np.ndarray:
-    """Gather sorted ``index`` by one pass over ``rows.blocks()`` (reads only blocks that hold some)."""
+def _sorted_index(index: np.ndarray, n: int) -> np.ndarray:
     index = np.asarray(index, dtype=np.int64)
-    if index.size and (np.any(np.diff(index) < 0) or index[0] < 0 or index[-1] >= rows.n):
-        raise ValueError(f"index must be sorted and within 0..{rows.n - 1}")
+    if index.size and (np.any(np.diff(index) < 0) or index[0] < 0 or index[-1] >= n):
+        raise ValueError(f"index must be sorted and within 0..{n - 1}")
+    return index
+
+
+def _take_from_blocks(rows: Rows, index: np.ndarray) -> np.ndarray:
+    """Gather sorted ``index`` by one pass over ``rows.blocks()``."""
+    index = _sorted_index(index, rows.n)
     out = np.empty((index.size, rows.dim))
     for sl, block in rows.blocks():
         lo, hi = np.searchsorted(index, [sl.start, sl.stop])
@@ -171,4 +176,13 @@ class ImageRows:
             yield slice(images.start * self.per_image, images.stop * self.per_image), X
 
     def take(self, index: np.ndarray) -> np.ndarray:
-        return _take_from_blocks(self, index)
+        """Reads only the blocks of images that hold some of ``index`` and prepares only the rows taken."""
+        index = _sorted_index(index, self.n)
+        out = np.empty((index.size, self.dim))
+        for images in self.image_slices():
+            first = images.start * self.per_image
+            lo, hi = np.searchsorted(index, [first, images.stop * self.per_image])
+            if hi > lo:
+                raw = self.read(images).reshape(-1, self.dim)
+                out[lo:hi] = prepare_features(raw[index[lo:hi] - first], self.relu)
+        return out
