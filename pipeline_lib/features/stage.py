@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-from ..backbones import Backbone, build_backbone, build_from_checkpoint, checkpoint_key, resolve_device
+from ..backbones import (Backbone, build_backbone, build_from_checkpoint, checkpoint_key, config_weights,
+                         resolve_device)
 from ..datasets import DatasetIndex
 from ..provenance import provenance
 from ..settings import Settings, reads
@@ -35,7 +36,7 @@ def extract(cfg: Mapping, backbone_name: str, out_path: str | Path, index: Datas
     """Every image's features from the named backbone (its weights file from ``weights`` where it needs one), of
     the dataset of config ``section`` (``dataset``, or ``train_dataset``: each dataset has its own cache) or of
     the images of ``index`` (``match``: two images of the user's)."""
-    _extract(cfg, build_backbone(backbone_name, weights_path=Settings(cfg).weights.get(backbone_name)), out_path,
+    _extract(cfg, build_backbone(backbone_name, weights_path=config_weights(Settings(cfg).weights, backbone_name)), out_path,
              index=index if index is not None else load_images(cfg, section))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..backbones import layer_member
 from ..features import FeatureStore
 from ..kernels.hyperpixels import build_hyperpixels
 from ..kernels.soft_argmax import Subcell
@@ -23,9 +24,12 @@ STAGE_END_STRIDES = (8, 16, 32)
 
 def stage_end_layers(layers: list[dict], strides=STAGE_END_STRIDES) -> list[str]:
     """The last layer of each of ``strides`` (in the backbone's order; the finest first: the hyperpixel's base)
-    among a store's ``layers`` ({name, stride, ...})."""
-    last = {float(x["stride"]): x["name"] for x in layers}  # later layers of a stride overwrite earlier ones
-    names = [last[float(s)] for s in strides if float(s) in last]
+    among a store's ``layers`` ({name, stride, ...}); of a composite backbone's store, each member's, stride by
+    stride (the bar on the same backbones as a layer set searched across them)."""
+    last: dict[str, dict[float, str]] = {}  # member -> stride -> its last layer
+    for x in layers:  # later layers of a stride overwrite earlier ones
+        last.setdefault(layer_member(x["name"]), {})[float(x["stride"])] = x["name"]
+    names = [ends[float(s)] for s in strides for ends in last.values() if float(s) in ends]
     if not names:
         raise ValueError(f"no layer of stride {'/'.join(map(str, strides))} among {[x['name'] for x in layers]}")
     return names

@@ -162,10 +162,32 @@ def evaluated_methods(methods: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+# What a composite backbone (several backbones as one store, ``a+b``) can serve: methods read from cached
+# features and searches; a network trained on one backbone, or the manifold of one backbone's layer, cannot.
+FEATURE_ONLY_NEEDS = frozenset({FEATURES, SEARCH})
+
+
+def check_backbones(backbones: Iterable[str], methods: Iterable[str], manifold_run: bool,
+                    composite_sep: str = "+") -> None:
+    """Refuse (ValueError naming the backbone, the methods and the fix) a composite backbone beside methods that
+    train a network or read the manifold, or with ``manifold.run``."""
+    composite = [b for b in backbones if composite_sep in b]
+    if not composite:
+        return
+    single = [m for m in methods if not set(method(m).needs) <= FEATURE_ONLY_NEEDS]
+    if single or manifold_run:
+        feature_only = [m.name for m in METHODS if set(m.needs) <= FEATURE_ONLY_NEEDS]
+        raise ValueError(f"backbones {composite} are composite (several backbones as one feature store): they serve "
+                         f"the methods that read cached features ({', '.join(feature_only)}), not "
+                         f"{single or ['manifold.run: true']}. Run those on single backbones in a config of their "
+                         f"own, or drop them from methods (and set manifold.run: false) here.")
+
+
 def base_method(row_method: str) -> str:
     """``siamese@init`` -> ``siamese``; other names unchanged."""
     return row_method[: -len(INIT_SUFFIX)] if row_method.endswith(INIT_SUFFIX) else row_method
 
 
 __all__ = ["Method", "METHODS", "METHOD_NAMES", "TRAINED_METHODS", "PSEUDO_GT_METHODS", "INIT_SUFFIX", "method",
-           "predicted_by", "reads_of_rule", "predictor_factory", "predict_stage", "match_factory", "evaluated_methods", "base_method"]
+           "predicted_by", "reads_of_rule", "predictor_factory", "predict_stage", "match_factory", "evaluated_methods", "base_method",
+           "check_backbones"]

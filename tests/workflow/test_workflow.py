@@ -193,3 +193,34 @@ def test_new_table_alphas_rescore_the_stored_predictions(repo, tiny_run):
         assert f"rule {rule}:" in log, rule
     for rule in ("predict_", "train_", "search_", "extract_", "make_pseudo_flow", "learn_manifold"):
         assert f"rule {rule}" not in log, rule
+
+
+COMPOSITE = "efficientnet_lite0+mobilenet_v2"
+
+
+def test_a_composite_backbone_beside_a_trained_method_stops_before_any_job(repo, tmp_path):
+    r = snakemake(repo, tmp_path, "-n", config={**TINY, "backbones": [COMPOSITE]})
+    assert r.returncode != 0
+    assert f"backbones ['{COMPOSITE}'] are composite" in r.stdout + r.stderr and "'siamese'" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_layers_of_two_backbones_in_one_search(repo, tmp_path):
+    """A composite backbone end to end: one store of both members (mobilenet_v2 from a weights file: random
+    weights saved by the test), the bar on each member's stage ends, a search whose candidates span both."""
+    from torchvision.models import mobilenet_v2
+
+    weights = tmp_path / "mobilenet_v2.pth"
+    torch.save(mobilenet_v2(weights=None).state_dict(), weights)
+    cfg = {**TINY, "backbones": [COMPOSITE], "weights": {"mobilenet_v2": str(weights)},
+           "methods": ["nn_stage_ends", "hpf", "hpf_ot"], "manifold": {"run": False}}
+    run_workflow(repo, tmp_path, cfg)
+    base = tmp_path / "results" / "tiny" / COMPOSITE
+    rows = [r for r in csv.DictReader((base / "pck_summary.csv").open()) if r["category"] == "all"]
+    assert [r["method"] for r in rows] == [m for m in cfg["methods"] for _ in range(3)]
+    meta = json.loads((base / "methods" / "nn_stage_ends" / "predict_meta.json").read_text())
+    assert {n.split(":")[0] for n in meta["params"]["layers"]} == {"efficientnet_lite0", "mobilenet_v2"}
+    search = json.loads((base / "hpf" / "search.json").read_text())
+    assert search["backbone"] == COMPOSITE
+    assert {n.split(":")[0] for n in search["base_candidates"]} == {"efficientnet_lite0", "mobilenet_v2"}
+    assert all(":" in n for n in search["best_layers"])

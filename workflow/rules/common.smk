@@ -7,11 +7,15 @@ import torch
 
 from pipeline_lib.datasets.frozen import FORMAT as FROZEN_FORMAT
 from pipeline_lib.hpf.stage import OT_KEYS
-from pipeline_lib.methods.registry import (DENSE_FLOW_METHODS, INIT_SUFFIX, PSEUDO_GT_METHODS, evaluated_methods,
-                                          method as method_entry, predicted_by, reads_of_rule)
+from pipeline_lib.backbones import COMPOSITE_SEP
+from pipeline_lib.methods.registry import (DENSE_FLOW_METHODS, INIT_SUFFIX, PSEUDO_GT_METHODS, check_backbones,
+                                          evaluated_methods, method as method_entry, predicted_by, reads_of_rule)
 from pipeline_lib.protocols import fold_names
 from pipeline_lib.settings import reads_of
 from pipeline_lib.stage_io import categories, dataset_fingerprints, feature_sources
+
+# A composite backbone (a+b: several backbones' layers in one store) serves only the methods read from features.
+check_backbones(config["backbones"], config["methods"], config["manifold"]["run"], COMPOSITE_SEP)
 
 R = config["results_dir"]
 D = config["dataset"]["name"]
@@ -48,7 +52,7 @@ CHAIN_PRIORITY = 10
 
 
 wildcard_constraints:
-    backbone="[A-Za-z0-9_.-]+",
+    backbone="[A-Za-z0-9_.+-]+",
     method="[A-Za-z0-9_+.@-]+",
     fold="fold[0-9]+",
 
