@@ -385,29 +385,48 @@ def layer_member(layer: str) -> str:
 class CompositeBackbone(nn.Module):
     """Several backbones run on the same resized image as one (each normalises the image its own way): forward
     returns every member's layers named ``<member>:<layer>``, so one feature store holds them all and a layer
-    search picks from every member. Layers are ordered member by member (``upto`` stops inside one member
-    and skips the members after it)."""
+    search picks from every member.
+
+    Layers are ordered by stride (ties: member order, then network order), so "later" still means "coarser or
+    as fine", as it does inside one network: Min et al.'s search adds to a base only layers after it (Algorithm 1,
+    line 16), and with the members one after the other a base of the second member could never take a layer of
+    the first (measured: every searched set of Lite0+Lite2 on the PF-WILLOW folds then came from Lite2 alone).
+    ``upto`` computes the layers up to that one in this order (each member up to its last layer among them).
+    """
 
     def __init__(self, members: Sequence[Backbone]):
         super().__init__()
         names = [m.name for m in members]
         if len(names) < 2 or len(set(names)) != len(names):
             raise BackboneError(f"a composite backbone needs at least two distinct members, got {names}")
-        self.name = COMPOSITE_SEP.join(m.name for m in members)
+        self.name = COMPOSITE_SEP.join(names)
         self.members = nn.ModuleList(members)
-        self.layer_names = tuple(f"{m.name}{LAYER_SEP}{n}" for m in members for n in m.layer_names)
+        order = []
+        for k, m in enumerate(members):
+            strides = measure_strides(m)
+            order += [(strides[n], k, i, f"{m.name}{LAYER_SEP}{n}") for i, n in enumerate(m.layer_names)]
+        self.layer_names = tuple(q for *_, q in sorted(order))
         self.default_layer = f"{members[0].name}{LAYER_SEP}{members[0].default_layer}"
 
+    def _limits(self, upto: str | None) -> dict[str, str | None]:
+        """Member -> the layer to run it up to (None: all of it); members with no layer up to ``upto`` left out."""
+        if upto is None:
+            return {m.name: None for m in self.members}
+        if upto not in self.layer_names:
+            raise KeyError(f"layer '{upto}' is not a layer of {self.name}")
+        limits: dict[str, str | None] = {}
+        for q in self.layer_names[:self.layer_names.index(upto) + 1]:
+            member, _, layer = q.partition(LAYER_SEP)
+            limits[member] = layer  # the last one wins: layers of a member keep their network order
+        return limits
+
     def forward(self, images: torch.Tensor, upto: str | None = None) -> dict[str, torch.Tensor]:
-        stop_member, _, stop_layer = (upto or "").partition(LAYER_SEP)
+        limits = self._limits(upto)
         out = {}
         for m in self.members:
-            last = m.name == stop_member
-            feats = m(images, upto=stop_layer if last else None)
-            out.update({f"{m.name}{LAYER_SEP}{k}": v for k, v in feats.items()})
-            if last:
-                break
-        return out
+            if m.name in limits:
+                out.update({f"{m.name}{LAYER_SEP}{k}": v for k, v in m(images, upto=limits[m.name]).items()})
+        return {q: out[q] for q in self.layer_names if q in out}
 
 
 def build_backbone(name: str, pretrained: bool = True,

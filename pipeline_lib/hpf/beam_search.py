@@ -61,6 +61,7 @@ def beam_search(
     beam_width: int = BEAM_WIDTH,
     max_layers: int = MAX_LAYERS,
     base_candidates: Sequence[int] | None = None,
+    initial: Sequence[Sequence[int]] = (),
 ) -> BeamSearchResult:
     """Algorithm 1 of Min et al.: grow layer sets one layer at a time, keeping the best few.
 
@@ -76,6 +77,10 @@ def beam_search(
         score_fn: higher is better; must return a finite float.
         base_candidates: layers allowed as base (a subset of ``candidates``, e.g. those with
             enough spatial resolution); ``None`` means all candidates.
+        initial: sets scored in the step of their size beside the beam's (ours, not Min et al.'s: e.g. each
+            member's searched set when the candidates are several backbones' layers, whose best single layers
+            can fill a narrow beam from one backbone alone); each is also grown in the next step whether the
+            beam keeps it or not, so the result scores at least as well as the best initial set.
     """
     cands = sorted({int(c) for c in candidates})
     bases = cands if base_candidates is None else sorted({int(c) for c in base_candidates})
@@ -99,6 +104,11 @@ def beam_search(
             cache[layers] = value
         return cache[layers]
 
+    seeds = [tuple(sorted({int(x) for x in s})) for s in initial]
+    bad = [s for s in seeds if not s or not set(s) <= set(cands) or s[0] not in bases or len(s) > max_layers]
+    if bad:
+        raise ValueError(f"beam_search: initial sets {bad} must be non-empty sets of candidates of at most "
+                         f"{max_layers} layers whose first (base) layer is a base candidate")
     evaluated = tuple(((b,), score((b,))) for b in bases)
     beam = _top(evaluated, beam_width)
     best = beam[0]
@@ -107,7 +117,7 @@ def beam_search(
     for n_layers in range(2, max_layers + 1):
         seen: set[Layers] = set()
         step: list[Scored] = []
-        for layers, _ in beam:
+        for layers in [b for b, _ in beam] + [s for s in seeds if len(s) == n_layers - 1]:
             for layer in cands:
                 if layer in layers or layer <= layers[0]:
                     continue
@@ -116,7 +126,13 @@ def beam_search(
                     continue  # duplicate of a set already scored in this step; NOT break
                 seen.add(new)
                 step.append((new, score(new)))
+        for seed in seeds:  # a seed joins the step of its size (and its extensions the next one)
+            if len(seed) == n_layers and seed not in seen:
+                seen.add(seed)
+                step.append((seed, score(seed)))
         if not step:
+            if any(len(seed) > n_layers for seed in seeds):
+                continue  # the beam cannot grow, but a larger seed is still to come
             break
         beam = _top(step, beam_width)
         trace.append(BeamStep(n_layers, tuple(step), beam))

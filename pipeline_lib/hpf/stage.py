@@ -30,7 +30,7 @@ from ..settings import HPFSection, Settings, reads
 from ..stage_io import load_dataset
 from .beam_search import encode_layers
 from .matcher import HyperpixelMatcher, MatchParams
-from .search import run_search, search_space, single_layer_nn_scores
+from .search import composite_search, search_space, single_layer_nn_scores
 
 log = logging.getLogger(__name__)
 # The variants this stage predicts: which layers of the search record, matched by RHM or plain NN.
@@ -49,7 +49,8 @@ def match_params(hc: HPFSection) -> MatchParams:
 
 def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Path, out_csv: str | Path,
            out_png: str | Path, device, extra: Mapping | None = None) -> None:
-    """Beam-search the layer set on the validation split and record the whole trace.
+    """Beam-search the layer set on the validation split and record the whole trace (of a composite backbone's
+    store: each member's search, then the joint one seeded with their sets, ``search.composite_search``).
 
     ``features``: a store or its path (any backbone's, or the trained encoder's); ``extra`` is added
     to the record (e.g. the checkpoint key of the store)."""
@@ -77,7 +78,11 @@ def search(cfg: Mapping, features: str | Path | FeatureStore, out_json: str | Pa
                     "backbone": store.attrs.get("backbone"), **(extra or {})}
     if hc.layers == "search":
         space = search_space(store.layers, hc.min_base_stride, hc.max_base_stride)
-        result = run_search(matcher, pairs, index.images, ev, hc.search_alpha, space, hc.beam_width, hc.max_layers)
+        result, members = composite_search(matcher, pairs, index.images, ev, hc.search_alpha, store.layers, space,
+                                           hc.beam_width, hc.max_layers)
+        if members:  # a composite backbone: what each member's layers alone reached, the joint search's seeds
+            record.update(member_searches={m: {"best_layers": matcher.layer_names(r.best), "best_score": r.best_score,
+                                               "n_evaluations": r.n_evaluations} for m, r in members.items()})
         best, best_score = result.best, result.best_score
         first = result.trace[0].kept[0]
         record.update(base_candidates=[store.layer_names[i] for i in space.base_candidates],

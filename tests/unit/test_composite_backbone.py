@@ -34,21 +34,34 @@ def test_forward_returns_every_members_layers_under_qualified_names(members, com
     with torch.inference_mode():
         out, a, b = composite(x), lite0(x), mnv2(x)
     assert composite.name == NAME
-    assert list(out) == [f"efficientnet_lite0:{n}" for n in lite0.layer_names] + [f"mobilenet_v2:{n}" for n in
-                                                                                   mnv2.layer_names]
+    assert sorted(out) == sorted([f"efficientnet_lite0:{n}" for n in lite0.layer_names] +
+                                 [f"mobilenet_v2:{n}" for n in mnv2.layer_names])
     assert list(out) == list(composite.layer_names)
     torch.testing.assert_close(out["efficientnet_lite0:block10"], a["block10"])  # each member's own normalisation
     torch.testing.assert_close(out["mobilenet_v2:features.13"], b["features.13"])
     assert composite.default_layer == f"efficientnet_lite0:{lite0.default_layer}"
 
 
-def test_upto_stops_inside_a_member_and_skips_the_later_ones(composite):
+def test_layers_are_ordered_by_stride_so_a_search_can_add_either_members_layers_to_a_base(members, composite):
+    strides = [x.stride for x in describe_layers(composite, probe_size=64)]
+    assert strides == sorted(strides)
+    for m in members:  # each member's layers keep their network order
+        mine = [n.split(":", 1)[1] for n in composite.layer_names if n.startswith(m.name + ":")]
+        assert mine == list(m.layer_names)
+    base = composite.layer_names.index("mobilenet_v2:features.6")  # stride 8
+    after = {n.split(":")[0] for n in composite.layer_names[base + 1:]}
+    assert after == {"efficientnet_lite0", "mobilenet_v2"}
+
+
+def test_upto_computes_the_layers_up_to_that_one_in_the_composites_order(composite):
     x = torch.rand(1, 3, 64, 64)
-    with torch.inference_mode():
-        first = composite(x, upto="efficientnet_lite0:block02")
-        second = composite(x, upto="mobilenet_v2:features.3")
-    assert list(first)[-1] == "efficientnet_lite0:block02" and not any(layer_member(n) == "mobilenet_v2" for n in first)
-    assert list(second)[-1] == "mobilenet_v2:features.3" and "efficientnet_lite0:block15" in second
+    for upto in ("efficientnet_lite0:block02", "mobilenet_v2:features.3", "efficientnet_lite0:block15"):
+        with torch.inference_mode():
+            got = composite(x, upto=upto)
+        pos = composite.layer_names.index(upto)
+        assert list(got) == list(composite.layer_names[:pos + 1])
+    with pytest.raises(KeyError, match="not a layer of"):
+        composite(x, upto="block02")
 
 
 def test_layer_table_is_measured_per_member(members, composite):

@@ -115,3 +115,32 @@ def test_decode_rejects_malformed_names(name):
 def test_encode_rejects_bad_layer_sets(layers):
     with pytest.raises(ValueError):
         encode_layers(layers)
+
+
+def test_initial_sets_reach_an_optimum_a_narrow_beam_misses():
+    """Two "backbones": layers 0-3 are strong alone but weak together, 4-7 weak alone but strong as a set (as
+    Lite2's single layers against Lite0's searched set). Width 1 follows 0-3 and misses the set; seeded with it,
+    the search scores it, grows it, and ends at least as high."""
+    def score(layers):
+        strong_alone = sum(1.0 for x in layers if x < 4) / len(layers) ** 2
+        team = 1.5 * (sum(1 for x in layers if x >= 4) - 1) if all(x >= 4 for x in layers) else 0.0
+        return strong_alone + team
+
+    plain = beam_search(CANDIDATES, score, beam_width=1, max_layers=4)
+    assert plain.best == (0,) and plain.best_score == 1.0
+    counted = CountingScore(score)
+    seeded = beam_search(CANDIDATES, counted, beam_width=1, max_layers=4, initial=[(5, 4)])
+    assert seeded.best == (4, 5, 6, 7) and seeded.best_score == pytest.approx(4.5)  # grown from the seed
+    assert seeded.best_score >= score((4, 5))
+    assert (4, 5) in [s for s, _ in seeded.trace[1].evaluated]  # scored in the step of its size
+    assert all(len(s) == st.n_layers for st in seeded.trace for s, _ in st.evaluated)
+    assert len(counted.calls) == len(set(counted.calls))  # still one call per distinct set
+
+
+def test_initial_sets_are_checked():
+    for bad in ([()], [(0, 99)], [tuple(range(8))]):
+        with pytest.raises(ValueError, match="initial sets"):
+            beam_search(CANDIDATES, additive_score, max_layers=4, initial=bad)
+    with pytest.raises(ValueError, match="initial sets"):
+        beam_search(CANDIDATES, additive_score, base_candidates=[0, 1], initial=[(2, 3)])
+    assert beam_search(CANDIDATES, additive_score, initial=[]) == beam_search(CANDIDATES, additive_score)

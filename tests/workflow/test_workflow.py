@@ -224,3 +224,8 @@ def test_layers_of_two_backbones_in_one_search(repo, tmp_path):
     assert search["backbone"] == COMPOSITE
     assert {n.split(":")[0] for n in search["base_candidates"]} == {"efficientnet_lite0", "mobilenet_v2"}
     assert all(":" in n for n in search["best_layers"])
+    members = search["member_searches"]  # each member searched alone first; the joint search starts from their sets
+    assert set(members) == {"efficientnet_lite0", "mobilenet_v2"}
+    for m, found in members.items():
+        assert all(n.startswith(m + ":") for n in found["best_layers"])
+        assert search["best_score"] >= found["best_score"]
