@@ -1,12 +1,16 @@
 """Several backbones as one (issue 17: layers of more than one backbone in one hyperpixel set): a composite
 backbone's forward, layer table and feature store, the stage-end bar on it, and what the workflow refuses."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from pipeline_lib.backbones import (BackboneError, CompositeBackbone, build_backbone, composite_members,
                                     config_weights, describe_layers, layer_member)
+from pipeline_lib.config import validate_config
+from pipeline_lib.hpf.stage import search
 from pipeline_lib.datasets import demo_synthesis, open_dataset
 from pipeline_lib.features import FeatureStore, extract_features
 from pipeline_lib.hpf.search import search_space
@@ -121,3 +125,29 @@ def test_the_workflow_refuses_a_composite_beside_methods_of_one_backbone():
         check_backbones(["efficientnet_lite0", NAME], ["hpf", "siamese", "fcss"], False)
     with pytest.raises(ValueError, match="manifold.run: true"):
         check_backbones([NAME], ["hpf"], True)
+
+
+def test_the_layer_search_of_a_composite_seeds_the_joint_beam_with_each_members_set(composite, tmp_path):
+    """hpf's search stage on a composite's store (random weights, the demo's tiny pairs): each member's layers
+    searched alone, the joint search at least as good as either on the validation pairs, its sets from both."""
+    cfg = validate_config({"dataset": {"name": "tiny", "kind": "demo", "split": {"mode": "given"}},
+                           "demo": {"photos": ["chelsea", "coffee"], "images_per_category": 3, "image_size": 64},
+                           "image": {"longer_side": 64}, "results_dir": str(tmp_path), "device": "cpu",
+                           "backbones": [NAME], "methods": ["nn_stage_ends", "hpf"], "manifold": {"run": False},
+                           "hpf": {"max_layers": 2, "beam_width": 2}})
+    root = tmp_path / "tiny" / "data"
+    demo_synthesis.generate(root, DemoSection(photos=("chelsea", "coffee"), images_per_category=3, image_size=64),
+                            seed=0)
+    store = tmp_path / "store.zarr"
+    extract_features(open_dataset("demo", root, split_mode="given"), composite, store, longer_side=64, batch_size=3,
+                     device=torch.device("cpu"))
+    out = tmp_path / "search.json"
+    search(cfg, FeatureStore(store), out, tmp_path / "trace.csv", tmp_path / "trace.png", torch.device("cpu"))
+    record = json.loads(out.read_text())
+    members = record["member_searches"]
+    assert set(members) == {"efficientnet_lite0", "mobilenet_v2"}
+    for m, found in members.items():
+        assert found["best_layers"] and all(layer_member(n) == m for n in found["best_layers"])
+        assert record["best_score"] >= found["best_score"]
+    evaluated = {tuple(s) for st in record["trace"] for s, _ in st["evaluated"]}
+    assert any(len({layer_member(n) for n in s}) == 2 for s in evaluated)  # sets across both members were scored

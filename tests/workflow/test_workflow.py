@@ -204,28 +204,14 @@ def test_a_composite_backbone_beside_a_trained_method_stops_before_any_job(repo,
     assert f"backbones ['{COMPOSITE}'] are composite" in r.stdout + r.stderr and "'siamese'" in r.stdout + r.stderr
 
 
-@pytest.mark.slow
-def test_layers_of_two_backbones_in_one_search(repo, tmp_path):
-    """A composite backbone end to end: one store of both members (mobilenet_v2 from a weights file: random
-    weights saved by the test), the bar on each member's stage ends, a search whose candidates span both."""
-    from torchvision.models import mobilenet_v2
-
-    weights = tmp_path / "mobilenet_v2.pth"
-    torch.save(mobilenet_v2(weights=None).state_dict(), weights)
-    cfg = {**TINY, "backbones": [COMPOSITE], "weights": {"mobilenet_v2": str(weights)},
-           "methods": ["nn_stage_ends", "hpf", "hpf_ot"], "manifold": {"run": False}}
-    run_workflow(repo, tmp_path, cfg)
-    base = tmp_path / "results" / "tiny" / COMPOSITE
-    rows = [r for r in csv.DictReader((base / "pck_summary.csv").open()) if r["category"] == "all"]
-    assert [r["method"] for r in rows] == [m for m in cfg["methods"] for _ in range(3)]
-    meta = json.loads((base / "methods" / "nn_stage_ends" / "predict_meta.json").read_text())
-    assert {n.split(":")[0] for n in meta["params"]["layers"]} == {"efficientnet_lite0", "mobilenet_v2"}
-    search = json.loads((base / "hpf" / "search.json").read_text())
-    assert search["backbone"] == COMPOSITE
-    assert {n.split(":")[0] for n in search["base_candidates"]} == {"efficientnet_lite0", "mobilenet_v2"}
-    assert all(":" in n for n in search["best_layers"])
-    members = search["member_searches"]  # each member searched alone first; the joint search starts from their sets
-    assert set(members) == {"efficientnet_lite0", "mobilenet_v2"}
-    for m, found in members.items():
-        assert all(n.startswith(m + ":") for n in found["best_layers"])
-        assert search["best_score"] >= found["best_score"]
+def test_a_composite_backbone_plans_its_own_store_search_and_table(repo, tmp_path):
+    """The '+' in the backbone wildcard: one store, one search and one table under the composite's name (the run
+    itself is tests/unit/test_composite_backbone.py, in-process)."""
+    cfg = {**TINY, "backbones": [COMPOSITE], "methods": ["nn_stage_ends", "hpf"], "manifold": {"run": False}}
+    r = snakemake(repo, tmp_path, "-n", "-p", config=cfg)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    for path in (f"features/tiny/64px-float32/{COMPOSITE}.zarr", f"tiny/{COMPOSITE}/hpf/search.json",
+                 f"tiny/{COMPOSITE}/pck_summary.csv"):
+        assert path in out
+    assert "rule train_" not in out and "rule manifold" not in out
