@@ -11,10 +11,16 @@ config changes. Each variant is a set of ``key=value`` overrides of the method's
 ``--method weakalign`` first trains ``cnngeometric`` as the config says (untimed), then WeakAlign from it: its
 ``@init`` column is then the CNNGeometric checkpoint.
 
+``--train-seeds 0 1 2`` trains each variant once per top-level ``seed`` on the same split (the config's split
+seed held through ``dataset.split.seed``) and adds the spread of PCK@0.1 and of the gain over ``@init`` across
+those runs: how far a difference between two settings, or between two machines, has to be to mean something.
+
 Usage (``--root`` replaces ``dataset.root``; ``--folds none`` for a config without folds):
     python bench/bench_training_variants.py --method sfnet --config config/pf-willow-folds.yaml \\
         --folds fold0 fold1 fold2 --variant paper:synthetic_fraction=1.0 --variant mix:synthetic_fraction=0.5,epochs=4
-Prints a Markdown table and saves ``bench/results/<method>_training_variants.csv``.
+    python bench/bench_training_variants.py --method weakalign --config config/pf-willow-split.yaml --folds none \
+        --train-seeds 0 1 2 3 4
+Prints a Markdown table and saves ``bench/results/<method>_training_variants.csv`` (and ``*_spread.csv``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, fields
@@ -37,6 +44,7 @@ from pipeline_lib.evaluation.predictions import read_predictions
 from pipeline_lib.evaluation.summary import evaluate_predictions
 from pipeline_lib.fcss import stage as fcss_stage
 from pipeline_lib.protocols import fold_view
+from pipeline_lib.settings import Settings
 from pipeline_lib.sfnet import stage as sfnet_stage
 from pipeline_lib.stage_io import eval_pairs, load_dataset
 from pipeline_lib.weakalign import stage as weakalign_stage
@@ -58,6 +66,7 @@ class Row:
     fold: str
     variant: str
     overrides: str
+    train_seed: int
     n_test_pairs: int
     train_s: float
     steps: int
@@ -71,6 +80,45 @@ class Row:
 
 
 COLUMNS = [f.name for f in fields(Row)]
+
+
+@dataclass
+class Spread:
+    """PCK@0.1 of one method / fold / variant over training seeds, and its gain over the initial weights."""
+    method: str
+    fold: str
+    variant: str
+    n_seeds: int
+    init_pck_010_mean: float
+    pck_010_mean: float
+    pck_010_std: float
+    gain_mean: float
+    gain_std: float
+    gain_min: float
+    gain_max: float
+
+
+def spreads(rows: list[Row]) -> list[Spread]:
+    groups: dict[tuple[str, str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.method, r.fold, r.variant), []).append(r)
+    out = []
+    for (method, fold, variant), rs in groups.items():
+        pck, gain = [r.pck_010 for r in rs], [r.pck_010 - r.init_pck_010 for r in rs]
+        sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
+        out.append(Spread(method, fold, variant, len(rs), round(statistics.mean(r.init_pck_010 for r in rs), 1),
+                          round(statistics.mean(pck), 1), round(sd(pck), 1), round(statistics.mean(gain), 1),
+                          round(sd(gain), 1), round(min(gain), 1), round(max(gain), 1)))
+    return out
+
+
+def with_train_seed(cfg: dict, seed: int | None) -> dict:
+    """``cfg`` trained with top-level ``seed`` on the config's own split (its split seed held)."""
+    if seed is None:
+        return cfg
+    cfg["dataset"].setdefault("split", {})["seed"] = Settings(cfg).split_seed
+    cfg["seed"] = seed
+    return cfg
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -101,9 +149,9 @@ def pck(cfg, predictions: Path) -> tuple[dict[float, float], int]:
     return {a: float(np.mean([r["pck"] for r in rows if r["alpha"] == a])) for a in ev.alphas}, len(pairs)
 
 
-def run(method: str, cfg, fold: str, name: str, overrides: dict) -> Row:
+def run(method: str, cfg, fold: str, name: str, overrides: dict, train_seed: int | None = None) -> Row:
     train, predict = STAGES[method]
-    cfg = fold_view(cfg, None if fold == "none" else fold)
+    cfg = with_train_seed(fold_view(cfg, None if fold == "none" else fold), train_seed)
     cfg[method] = apply(cfg.get(method, {}), overrides)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / method
@@ -122,7 +170,8 @@ def run(method: str, cfg, fold: str, name: str, overrides: dict) -> Row:
             scores[which], n_test = pck(cfg, out / f"{which}.csv")
         log = list(csv.DictReader((out / "train_log.csv").open()))
     first, last = log[0], log[-1]
-    return Row(method, fold, name, ",".join(f"{k}={v}" for k, v in overrides.items()), n_test, round(train_s, 1),
+    return Row(method, fold, name, ",".join(f"{k}={v}" for k, v in overrides.items()), cfg["seed"], n_test,
+               round(train_s, 1),
                sum(int(r["n_batches"]) for r in log), round(scores["init"].get(0.1, float("nan")), 1),
                *(round(scores["model"].get(a, float("nan")), 1) for a in (0.05, 0.1, 0.15)),
                round(float(first["loss"]), 4), round(float(last["loss"]), 4), round(float(last["param_change"]), 4))
@@ -135,6 +184,8 @@ def main() -> None:
     ap.add_argument("--root", default=None, help="replaces dataset.root")
     ap.add_argument("--folds", nargs="+", default=["fold0"], help="fold names, or none (a config without folds)")
     ap.add_argument("--variant", action="append", default=[], help="name:key=value,key=value (section overrides)")
+    ap.add_argument("--train-seeds", nargs="+", type=int, default=None,
+                    help="train each variant once per top-level seed, on the config's split (adds a spread table)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="CSV path (default bench/results/<method>_training_variants.csv)")
@@ -148,10 +199,17 @@ def main() -> None:
     rows = []
     for fold in args.folds:
         for name, overrides in variants:
-            rows.append(run(args.method, copy.deepcopy(cfg), fold, name, overrides))
-            print("\n" + markdown_table([rows[-1]], COLUMNS).splitlines()[-1], flush=True)
+            for seed in args.train_seeds or [None]:
+                rows.append(run(args.method, copy.deepcopy(cfg), fold, name, overrides, seed))
+                print("\n" + markdown_table([rows[-1]], COLUMNS).splitlines()[-1], flush=True)
     print(f"\ndevice {resolve_device(args.device)}\n" + markdown_table(rows, COLUMNS))
-    save_rows(Path(args.out or f"bench/results/{args.method}_training_variants.csv"), rows)
+    out = Path(args.out or f"bench/results/{args.method}_training_variants.csv")
+    save_rows(out, rows)
+    if args.train_seeds and len(args.train_seeds) > 1:
+        spread = spreads(rows)
+        print("\nSpread over training seeds (PCK@0.1; gain = trained - @init):\n"
+              + markdown_table(spread, [f.name for f in fields(Spread)]))
+        save_rows(out.with_name(out.stem + "_spread.csv"), spread)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def with_train_dataset(cfg: Mapping, index: DatasetIndex, train: DatasetIndex,
     if s.dataset.split.mode != "all_test":
         raise ValueError(f"train_dataset is given, so every pair of dataset {index.name} is an evaluation pair: set "
                          f"dataset.split.mode: all_test (it is {s.dataset.split.mode!r}).")
-    train = split_dataset(train, "train_val", val_fraction=t.val_fraction, seed=s.seed)
+    train = split_dataset(train, "train_val", val_fraction=t.val_fraction, seed=s.split_seed)
     shared = sorted(set(index.images) & set(train.images))
     if shared:
         raise SeenError(f"image '{shared[0]}' is in the evaluation dataset ({index.images[shared[0]].path}) and in the "

@@ -30,6 +30,7 @@ class DatasetSplitSection:
     val_fraction: float = schema_default("dataset", "split", "val_fraction")
     folds: int = schema_default("dataset", "split", "folds")
     fold: int | None = schema_default("dataset", "split", "fold")
+    seed: int | None = schema_default("dataset", "split", "seed")
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,12 @@ class Settings:
     @property
     def seed(self) -> int:
         return int(self._cfg["seed"])
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the dataset split: ``dataset.split.seed``, or the top-level ``seed`` when that is null."""
+        own = self.dataset.split.seed
+        return self.seed if own is None else int(own)
 
     @property
     def device(self) -> str:

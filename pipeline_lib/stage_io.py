@@ -130,7 +130,7 @@ def dataset_fingerprints(cfg: Mapping) -> dict:
 def fold_table(cfg: Mapping) -> dict[str, str]:
     """Category -> fold name (the seeded assignment the fold jobs use), listed with the pooled results."""
     return {c: f"fold{i}" for c, i in category_folds(categories(cfg), cfg["dataset"]["split"]["folds"],
-                                                     cfg["seed"]).items()}
+                                                     Settings(cfg).split_seed).items()}
 
 
 # --- the frozen index: written once by the index stage, read by every stage after it -------------------------
@@ -194,7 +194,7 @@ def load_dataset(cfg: Mapping, check_content: bool = False,
     s = Settings(cfg)
     d = s.dataset
     index = split_dataset(sources["dataset"], d.split.mode, train_fraction=d.split.train_fraction,
-                          val_fraction=d.split.val_fraction, seed=s.seed, folds=d.split.folds, fold=d.split.fold)
+                          val_fraction=d.split.val_fraction, seed=s.split_seed, folds=d.split.folds, fold=d.split.fold)
     if has_train_dataset(cfg):
         return with_train_dataset(cfg, index, sources["train_dataset"], check_content)
     return index
