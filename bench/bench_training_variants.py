@@ -18,7 +18,7 @@ those runs: how far a difference between two settings, or between two machines, 
 Usage (``--root`` replaces ``dataset.root``; ``--folds none`` for a config without folds):
     python bench/bench_training_variants.py --method sfnet --config config/pf-willow-folds.yaml \\
         --folds fold0 fold1 fold2 --variant paper:synthetic_fraction=1.0 --variant mix:synthetic_fraction=0.5,epochs=4
-    python bench/bench_training_variants.py --method weakalign --config config/pf-willow-split.yaml --folds none \
+    python bench/bench_training_variants.py --method weakalign --config config/pf-willow-split.yaml --folds none \\
         --train-seeds 0 1 2 3 4
 Prints a Markdown table and saves ``bench/results/<method>_training_variants.csv`` (and ``*_spread.csv``).
 """
