@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CORES  ?= 2
 CONFIG ?= config/config.yaml
+# Bytecode is compiled on first import (pip --no-compile) and kept: a job does not recompile what the last one imported.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: venv run test test-quick demo-stack pf-willow pf-willow-split pf-willow-folds readme-results report bench clean
 
@@ -14,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[test]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
