@@ -179,6 +179,7 @@ class SiameseSection:
     max_train_pairs: int = schema_default("siamese", "max_train_pairs")
     fusion: str = schema_default("siamese", "fusion")
     match_layers: str | tuple[str, ...] = schema_default("siamese", "match_layers")
+    train_on: str = schema_default("siamese", "train_on")
     match_beta: float = schema_default("siamese", "match_beta")
     match_kernel_sigma_cells: float | None = schema_default("siamese", "match_kernel_sigma_cells")
     match_adapter: bool = schema_default("siamese", "match_adapter")

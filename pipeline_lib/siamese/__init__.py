@@ -6,6 +6,7 @@
   (``under_T``, ``epe_px``) and ``batch_loss`` for ``training.fit``;
 - ``augment``: rotation/scale augmentation with consistent flow targets;
 - ``data``: training pairs, flow providers and the ``batches(epoch, generator)`` factory;
+- ``stored_features``: the match adapters trained on stored feature maps (``siamese.train_on: features``);
 - ``predict``: keypoint transfer and the top-K retrieval protocol (``predict_by_retrieval``).
 
 Flow everywhere: (..., H, W, 2) xy pixels, source pixel p -> target point p + F(p).

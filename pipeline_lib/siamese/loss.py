@@ -103,46 +103,52 @@ def flow_metrics(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, t
 
 
 def match_targets(flow: torch.Tensor, mask: torch.Tensor, grid_hw: tuple[int, int],
-                  target_grid_hw: tuple[int, int] | None = None, covered_hw: tuple[int, int] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  target_grid_hw: tuple[int, int] | None = None, covered_hw: tuple[int, int] | None = None,
+                  target_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The target cell of every source cell under a dense flow.
 
-    flow (B, H, W, 2) px and mask (B, H, W) on the input (source and target of one size H x W); the grids
-    cover ``covered_hw`` pixels (default H x W; larger when the network padded its input to a multiple of its
-    stride). The flow is read at the pixel nearest each source cell centre (``kernels.grids.cell_centres``), and the
-    point it reaches is assigned to the target cell containing it. Returns (index (B, h*w) long, row-major over
-    the target grid; valid (B, h*w) bool: a confident flow from inside the image to inside the image).
+    flow (B, H, W, 2) px and mask (B, H, W) on the source image (H x W); the source grid covers ``covered_hw``
+    pixels (default H x W; larger when the network padded its input to a multiple of its stride). The target
+    image is ``target_hw`` (default: the source's size, its grid covering ``covered_hw`` too; given, its grid
+    covers exactly that image, as the grids of stored features do). The flow is read at the pixel nearest each
+    source cell centre (``kernels.grids.cell_centres``), and the point it reaches is assigned to the target cell
+    containing it. Returns (index (B, h*w) long, row-major over the target grid; valid (B, h*w) bool: a
+    confident flow from inside the image to inside the image).
     """
     b, big_h, big_w, _ = flow.shape
     h, w = grid_hw
     ht, wt = target_grid_hw or grid_hw
     cov_h, cov_w = covered_hw or (big_h, big_w)
+    img_h, img_w = target_hw or (big_h, big_w)  # where a reached point is inside the target image
+    tcov_h, tcov_w = target_hw or (cov_h, cov_w)  # the pixels the target grid covers
     centres = cell_centres(h, w, (cov_h, cov_w), device=flow.device, dtype=flow.dtype)  # (h*w, 2) xy px
     px = torch.floor(centres + 0.5).long()
     inside = (px[:, 0] < big_w) & (px[:, 1] < big_h)  # cells of the padding have no flow
     xi, yi = px[:, 0].clamp(0, big_w - 1), px[:, 1].clamp(0, big_h - 1)
     reached = centres + flow[:, yi, xi]  # (B, h*w, 2) target pixel centres
     ex, ey = reached[..., 0] + 0.5, reached[..., 1] + 0.5  # pixel-edge coordinates
-    in_image = (ex >= 0) & (ex < big_w) & (ey >= 0) & (ey < big_h)
-    cx = torch.floor(ex * wt / cov_w).long().clamp(0, wt - 1)
-    cy = torch.floor(ey * ht / cov_h).long().clamp(0, ht - 1)
+    in_image = (ex >= 0) & (ex < img_w) & (ey >= 0) & (ey < img_h)
+    cx = torch.floor(ex * wt / tcov_w).long().clamp(0, wt - 1)
+    cy = torch.floor(ey * ht / tcov_h).long().clamp(0, ht - 1)
     valid = mask.bool()[:, yi, xi] & inside & in_image
     return cy * wt + cx, valid
 
 
 def matching_loss(corr: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor, beta: float,
-                  covered_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, float]:
+                  covered_hw: tuple[int, int] | None = None, target_hw: tuple[int, int] | None = None
+                  ) -> tuple[torch.Tensor, float]:
     """Cross-entropy of each source cell's correlation row (softmax of beta x corr, Lee et al. Eq. 2) against
     its target cell under ``flow`` (:func:`match_targets`), averaged over the valid cells (0 when none).
 
     corr (B, h, w, ht, wt) cosine correlation of grids covering ``covered_hw`` px (default the flow's H x W);
-    flow (B, H, W, 2), mask (B, H, W). Returns (loss, share of the source cells that are supervised).
+    flow (B, H, W, 2), mask (B, H, W); ``target_hw``: a target image of another size (:func:`match_targets`).
+    Returns (loss, share of the source cells that are supervised).
     """
     if corr.ndim != 5 or corr.shape[0] != flow.shape[0]:
         raise ValueError(f"matching_loss: expected corr (B, h, w, ht, wt) and flow (B, H, W, 2) of one batch, got "
                          f"{tuple(corr.shape)} and {tuple(flow.shape)}")
     b, h, w, ht, wt = corr.shape
-    target, valid = match_targets(flow.to(corr), mask.to(corr.device), (h, w), (ht, wt), covered_hw)
+    target, valid = match_targets(flow.to(corr), mask.to(corr.device), (h, w), (ht, wt), covered_hw, target_hw)
     ce = F.cross_entropy(beta * corr.reshape(b * h * w, ht * wt), target.reshape(-1), reduction="none")
     weight = valid.reshape(-1).to(ce)
     return (ce * weight).sum() / weight.sum().clamp_min(1), float(weight.mean())

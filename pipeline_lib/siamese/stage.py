@@ -4,8 +4,9 @@ PCK tables: pairwise transfer, or the paper's top-K retrieval protocol (``siames
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -14,6 +15,7 @@ import torch
 
 from ..backbones import build_backbone, resolve_device
 from ..datasets import ImageRecord
+from ..features import open_stores
 from ..pair_prediction import KeypointFn, on_images, predict_pairs
 from ..config import plain, section
 from ..protocols import learned_from, refuse_seen
@@ -25,6 +27,7 @@ from .data import PseudoFlowStores, SiamesePairData, batch_factory, demo_flow_pr
 from .loss import batch_loss
 from .model import SiameseFlowNet
 from .predict import predict_by_retrieval, siamese_keypoint_fn
+from .stored_features import StoredPairData, stored_batch_factory, stored_match_loss
 
 log = logging.getLogger(__name__)
 # siamese config keys that shape the network (a checkpoint is rebuilt with the values it was trained with)
@@ -62,19 +65,58 @@ def loss_function(sc: SiameseSection):
                    flow_weight=sc.flow_loss_weight, match_weight=sc.match_loss_weight)
 
 
+def resolve_match_layers(sc: SiameseSection, search_record: str | Path | None) -> SiameseSection:
+    """``sc`` with ``match_layers: search`` replaced by the best layers of the hpf layer search record
+    (``search.json`` of the search_hyperpixel_layers rule); any other value unchanged."""
+    if sc.match_layers != "search":
+        return sc
+    if search_record is None:
+        raise ValueError("siamese.match_layers is 'search' but no hpf layer search record was given; the "
+                         "train_siamese rule passes search_hyperpixel_layers' search.json (hpf.layers: search).")
+    layers = json.loads(Path(search_record).read_text()).get("best_layers")
+    if not layers:
+        raise ValueError(f"{search_record} records no best_layers; rerun the search_hyperpixel_layers rule.")
+    return replace(sc, match_layers=tuple(layers))
+
+
+def check_train_on(sc: SiameseSection, longer_side: int) -> None:
+    """Raise ValueError naming the keys when ``siamese.train_on: features`` cannot train what it says."""
+    if sc.train_on != "features":
+        return
+    wrong = {k: v for k, v in (("fusion", sc.fusion != "correlation"), ("match_adapter", not sc.match_adapter),
+                               ("freeze_backbone", not sc.freeze_backbone),
+                               ("flow_loss_weight", sc.flow_loss_weight != 0),
+                               ("match_loss_weight", not sc.match_loss_weight)) if v}
+    if wrong:
+        raise ValueError(f"siamese.train_on 'features' trains only the match adapters on stored features: it needs "
+                         f"fusion: correlation, match_adapter: true, freeze_backbone: true, flow_loss_weight: 0 and "
+                         f"match_loss_weight > 0; the config sets {sorted(wrong)} otherwise. Fix those keys or set "
+                         f"siamese.train_on: images.")
+    if sc.input_size != longer_side:
+        raise ValueError(f"siamese.train_on 'features': the adapters learn on the stored features of "
+                         f"image.longer_side {longer_side} px, but siamese.input_size is {sc.input_size}; set "
+                         f"siamese.input_size: {longer_side} so the network's own flow runs at that size.")
+
+
 def train_config(sc: SiameseSection, seed: int) -> TrainConfig:
     groups = (("backbone.", sc.encoder_lr),) if sc.encoder_lr is not None and not sc.freeze_backbone else ()
     return TrainConfig(epochs=sc.epochs, lr=sc.lr, batch_size=sc.batch_size, seed=seed, lr_groups=groups)
 
 
-@reads("seed", "weights", "siamese", "pseudo_flow", "manifold", "dataset")
+@reads("seed", "weights", "siamese", "pseudo_flow", "manifold", "dataset", "image")
 def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | Path], out_weights: str | Path,
-          out_init: str | Path | None = None) -> None:
+          out_init: str | Path | None = None, features: str | Path | Sequence[str | Path] | None = None,
+          search_record: str | Path | None = None) -> None:
     """Train on the stored pseudo flow of the training pairs (the make_pseudo_flow stage); checkpoints
     beside ``out_weights`` (resumable). ``out_init``: also save the seeded, untrained network there (the
-    ``siamese@init`` baseline), with the same meta as ``out_weights``."""
+    ``siamese@init`` baseline), with the same meta as ``out_weights``. ``features``: the backbone's feature
+    store(s) (``siamese.train_on: features``); ``search_record``: the hpf search (``match_layers: search``)."""
     s = Settings(cfg)
-    sc = s.siamese
+    sc = resolve_match_layers(s.siamese, search_record)
+    check_train_on(sc, s.image.longer_side)
+    if sc.train_on == "features" and features is None:
+        raise ValueError("siamese.train_on is 'features' but no feature store was given (the extract_features "
+                         "rule's store of this backbone).")
     index = load_dataset(cfg)
     stores = PseudoFlowStores(pseudo_flow_stores)
     pairs = [p for p in index.pairs if p.split == "train" and p.pair_id in stores]
@@ -87,8 +129,6 @@ def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | P
         provider = demo_flow_provider(index)  # oracle upper bound, demo only
     else:
         provider = grid_flow_provider(stores)
-    data = SiamesePairData(index, pairs, provider, sc.input_size)
-    augment = augment_config(sc)
     tc = train_config(sc, s.seed)
     device = resolve_device(s.device)
     torch.manual_seed(s.seed)
@@ -101,7 +141,13 @@ def train(cfg: Mapping, backbone_name: str, pseudo_flow_stores: Sequence[str | P
     if out_init is not None:  # seeded construction, before any optimisation step
         save_weights(model, out_init, meta)
     out_dir = Path(out_weights).parent
-    result = fit(model, loss_function(sc), batch_factory(data, tc.batch_size, augment), tc, out_dir, device,
+    if sc.train_on == "features":  # the match adapters on the stored maps of the match layers (stored_features)
+        data = StoredPairData(open_stores(features), pairs, model.match_layers, provider)
+        loss_fn, batches = stored_match_loss, stored_batch_factory(data, tc.batch_size)
+    else:
+        data = SiamesePairData(index, pairs, provider, sc.input_size)
+        loss_fn, batches = loss_function(sc), batch_factory(data, tc.batch_size, augment_config(sc))
+    result = fit(model, loss_fn, batches, tc, out_dir, device,
                  extra_fingerprint={"siamese": resumable_settings(plain(sc)), "backbone": backbone_name,
                                     "n_pairs": len(pairs)},
                  desc="siamese")

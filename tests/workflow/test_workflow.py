@@ -195,6 +195,30 @@ def test_new_table_alphas_rescore_the_stored_predictions(repo, tiny_run):
         assert f"rule {rule}" not in log, rule
 
 
+@pytest.mark.slow
+def test_adapters_trained_on_stored_features_sit_on_the_searched_layers(repo, tiny_run, tmp_path):
+    """siamese.train_on: features + match_layers: search: train_siamese reads the feature store and the hpf search
+    record, its checkpoint records the searched layers, and the chain runs on to gaur_hpf's score."""
+    import shutil
+
+    work = tmp_path / "wf"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    siamese = {**TINY["siamese"], "train_on": "features", "match_layers": "search", "fusion": "correlation",
+               "match_adapter": True, "freeze_backbone": True, "flow_loss_weight": 0.0, "match_loss_weight": 1.0}
+    cfg = {**TINY, "siamese": siamese}
+    dry = snakemake(repo, work, "-n", config=cfg)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "rule train_siamese:" in dry.stdout + dry.stderr
+    assert "rule extract_features:" not in dry.stdout + dry.stderr and "rule search_hyperpixel_layers:" not in dry.stdout
+    run_workflow(repo, work, cfg)
+    base = work / "results" / "tiny" / "efficientnet_lite0"
+    searched = json.loads((base / "hpf" / "search.json").read_text())["best_layers"]
+    meta = torch.load(base / "siamese" / "model.pt", weights_only=True)["meta"]
+    assert list(meta["siamese"]["match_layers"]) == searched and meta["siamese"]["train_on"] == "features"
+    rows = list(csv.DictReader((base / "pck_summary.csv").open()))
+    assert {"gaur_hpf", "siamese"} <= {r["method"] for r in rows}
+
+
 COMPOSITE = "efficientnet_lite0+mobilenet_v2"
 
 

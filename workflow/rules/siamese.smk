@@ -3,8 +3,20 @@ def pseudo_flow_outputs(backbone):
     return expand(f"{BASE}/{backbone}/pseudo_flow/{{category}}/pseudo_flow.zarr", category=categories(config))
 
 
+def siamese_extra_inputs(wildcards):
+    """The backbone's feature store (siamese.train_on: features) and the hpf layer search (match_layers: search)."""
+    sc = config["siamese"]
+    extra = {}
+    if sc.get("train_on") == "features":
+        extra["features"] = feature_stores(wildcards)
+    if sc.get("match_layers") == "search":
+        extra["search"] = rules.search_hyperpixel_layers.output.record.format(**dict(wildcards.items()))
+    return extra
+
+
 rule train_siamese:
     input:
+        unpack(siamese_extra_inputs),
         pair_inputs,
         pseudo_flow=lambda w: pseudo_flow_outputs(w.backbone),
     output:
